@@ -1,0 +1,12 @@
+-- Runs once, when the postgres service initialises an empty data volume
+-- (files in /docker-entrypoint-initdb.d are ignored on later starts), as the
+-- POSTGRES_USER superuser, connected to POSTGRES_DB ("forecasting").
+--
+-- The "forecasting" database holds Dagster's storage (schema public) and the
+-- pipeline's domain tables (schema forecasting, created by
+-- `forecasting-pipeline db upgrade`). MLflow runs its own alembic migrations, so
+-- it gets a database of its own rather than sharing that one.
+--
+-- For a data volume created before this script existed, run it by hand:
+--   docker-compose exec postgres psql -U forecasting -d forecasting -f /docker-entrypoint-initdb.d/10-mlflow.sql
+CREATE DATABASE mlflow OWNER forecasting;

@@ -1,0 +1,8 @@
+"""forecasting-pipeline: time-series forecasting as a partitioned Dagster asset graph."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("forecasting-pipeline")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"

@@ -1,0 +1,60 @@
+"""`predictions`: every model's forecast per series × window, stored for SQL consumers."""
+
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
+
+from forecasting_pipeline.assets.run_lineage import CODE_VERSION, note_run
+from forecasting_pipeline.assets.training import _SAME_WINDOW
+from forecasting_pipeline.partitions import parse_series_date_key, series_date_partitions
+from forecasting_pipeline.schemas import UNIQUE_ID
+from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.storage.predictions import delete_stale_predictions, upsert_predictions
+
+
+@asset(
+    partitions_def=series_date_partitions,
+    ins={
+        "global_models": AssetIn(partition_mapping=_SAME_WINDOW),
+        "local_models": AssetIn(),
+    },
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="parquet_io_manager",
+    group_name="forecast",
+    code_version=CODE_VERSION,
+    kinds={"postgres"},
+)
+def predictions(
+    context: AssetExecutionContext,
+    global_models: dict[str, pd.DataFrame],
+    local_models: dict[str, pd.DataFrame],
+    database: DatabaseResource,
+) -> dict[str, pd.DataFrame]:
+    """Point forecasts with 80% and 95% intervals from every candidate model.
+
+    Rows are keyed by (series, window, model, step), so re-running a partition replaces its
+    forecasts; each row carries the Dagster run id and partition key for lineage.
+    """
+    outputs: dict[str, pd.DataFrame] = {}
+    with database.transaction() as conn:
+        note_run(context, conn)
+        for key in context.partition_keys:
+            cell = parse_series_date_key(key)
+            global_rows = global_models[cell.window]
+            frame = pd.concat(
+                [global_rows[global_rows[UNIQUE_ID] == cell.series_id], local_models[str(key)]],
+                ignore_index=True,
+            )
+            upsert_predictions(
+                conn, frame, window_key=cell.window, partition_key=str(key), run_id=context.run_id
+            )
+            delete_stale_predictions(
+                conn,
+                series_id=cell.series_id,
+                window_key=cell.window,
+                model_names=sorted(frame["model_name"].unique()),
+                max_step=int(frame["step"].max()) if len(frame) else 0,
+            )
+            outputs[str(key)] = frame
+    context.log.info(f"stored forecasts for {len(outputs)} series × window partitions")
+    return outputs

@@ -1,0 +1,245 @@
+"""Training stage: the cross-series panel, global neural models and local statistical models."""
+
+
+import pandas as pd
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    BackfillPolicy,
+    Config,
+    MultiToSingleDimensionPartitionMapping,
+    asset,
+)
+from pydantic import Field
+
+from forecasting_pipeline.assets.ingest import raw_observations
+from forecasting_pipeline.assets.run_lineage import CODE_VERSION, note_run
+from forecasting_pipeline.modeling.catalog import (
+    GlobalModelParams,
+    global_model_spec,
+    local_model_spec,
+)
+from forecasting_pipeline.modeling.forecast_frame import last_timestamps, to_forecast_frame
+from forecasting_pipeline.modeling.frequency import panel_frequency, season_length
+from forecasting_pipeline.partitions import (
+    DATE_DIMENSION,
+    date_partitions,
+    parse_series_date_key,
+    series_date_partitions,
+    window_bounds,
+)
+from forecasting_pipeline.resources.accelerator import AcceleratorResource
+from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
+from forecasting_pipeline.resources.model_store import ModelStoreResource
+from forecasting_pipeline.schemas import DS, INTERVAL_LEVELS, UNIQUE_ID, Y, empty_forecast_frame
+from forecasting_pipeline.storage.lineage import MetricRecord, ModelRecord, record_metrics, register_model
+from forecasting_pipeline.storage.observations import read_panel
+
+# A window-level asset reads the series × date cells of the same window.
+_SAME_WINDOW = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIMENSION)
+
+
+def _model_version(window: str, run_id: str) -> str:
+    """Unique per training window and run; readable in the UI and in SQL."""
+    return f"{window}.{run_id[:8]}"
+
+
+@asset(
+    partitions_def=date_partitions,
+    deps=[AssetDep(raw_observations, partition_mapping=_SAME_WINDOW)],
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="parquet_io_manager",
+    group_name="training",
+    code_version=CODE_VERSION,
+    kinds={"pandas", "postgres"},
+)
+def training_panel(context: AssetExecutionContext, database: DatabaseResource) -> dict[str, pd.DataFrame]:
+    """All series' history up to the window's end, in the long format neuralforecast expects.
+
+    History comes from `forecasting.observations`, the upserted record of every ingested cell;
+    the dependency on this window's `raw_observations` orders runs and marks the panel stale
+    when new data lands. Series end where their data ends (ragged panels are fine).
+    """
+    panels: dict[str, pd.DataFrame] = {}
+    with database.transaction() as conn:
+        note_run(context, conn)
+        for window in context.partition_keys:
+            panel = read_panel(conn, until=window_bounds(window).end)
+            panels[window] = panel
+            context.log.info(
+                f"window {window}: {panel[UNIQUE_ID].nunique()} series, {len(panel)} observations"
+            )
+    return panels
+
+
+class GlobalModelConfig(Config):
+    """Run config of `global_models`; tests and the launchpad shrink or grow the model here."""
+
+    model: str = Field(default="NHITS", description="Name in the global model catalog.")
+    input_size: int | None = Field(
+        default=None, description="Lookback steps; default: the larger of 2 × horizon and 2 seasons."
+    )
+    max_steps: int = Field(default=300, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    seed: int = Field(default=1)
+
+
+@asset(
+    partitions_def=date_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="parquet_io_manager",
+    group_name="training",
+    code_version=CODE_VERSION,
+    pool="gpu",
+    kinds={"pytorch", "neuralforecast"},
+)
+def global_models(
+    context: AssetExecutionContext,
+    config: GlobalModelConfig,
+    training_panel: dict[str, pd.DataFrame],
+    database: DatabaseResource,
+    accelerator: AcceleratorResource,
+    forecast_policy: ForecastPolicyResource,
+    model_store: ModelStoreResource,
+) -> dict[str, pd.DataFrame]:
+    """One neural model per training window, fitted across all series; returns its forecasts.
+
+    Runs in the `gpu` pool so concurrent runs never oversubscribe the accelerator; the device
+    comes from the accelerator resource (CUDA when present, CPU otherwise).
+    """
+    from neuralforecast import NeuralForecast
+
+    spec = global_model_spec(config.model)
+    trainer_kwargs = accelerator.trainer_kwargs()
+    forecasts: dict[str, pd.DataFrame] = {}
+    for window, panel in training_panel.items():
+        if panel.empty:
+            context.log.warning(f"window {window}: no observations yet, nothing to train")
+            forecasts[window] = empty_forecast_frame()
+            continue
+        freq = panel_frequency(panel)
+        horizon = forecast_policy.horizon
+        params = GlobalModelParams(
+            horizon=horizon,
+            input_size=config.input_size or max(2 * horizon, 2 * season_length(freq)),
+            max_steps=config.max_steps,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        forecaster = NeuralForecast(models=[spec.build(params, trainer_kwargs)], freq=freq)
+        forecaster.fit(df=panel[[UNIQUE_ID, DS, Y]])
+        raw = forecaster.predict()
+
+        version = _model_version(window, context.run_id)
+        artefact = model_store.version_dir(spec.name, version)
+        forecaster.save(path=str(artefact), overwrite=True, save_dataset=False)
+        fitted = forecaster.models[0]
+        train_losses = [float(loss) for _, loss in getattr(fitted, "train_trajectories", [])]
+        with database.transaction() as conn:
+            note_run(context, conn)
+            model_id = register_model(
+                conn,
+                ModelRecord(
+                    model_name=spec.name,
+                    model_version=version,
+                    scope="global",
+                    window_key=window,
+                    dagster_run_id=context.run_id,
+                    artifact_uri=artefact.as_uri(),
+                    device=trainer_kwargs["accelerator"],
+                    params={**params.__dict__, "freq": freq},
+                ),
+            )
+            if train_losses:
+                record_metrics(
+                    conn,
+                    [MetricRecord(model_id, None, window, "train_loss", train_losses[-1], context.run_id)],
+                )
+        forecasts[window] = to_forecast_frame(
+            raw,
+            point_column=spec.point_column,
+            interval_prefix=spec.name,
+            model_name=spec.name,
+            model_version=version,
+            cutoffs=last_timestamps(panel),
+        )
+        context.log.info(
+            f"window {window}: trained {spec.name} {version} on {panel[UNIQUE_ID].nunique()} series "
+            f"({trainer_kwargs['accelerator']}), final train loss "
+            f"{train_losses[-1] if train_losses else float('nan'):.4f}"
+        )
+    return forecasts
+
+
+class LocalModelConfig(Config):
+    model: str = Field(default="SeasonalNaive", description="Name in the local model catalog.")
+
+
+@asset(
+    partitions_def=series_date_partitions,
+    ins={"training_panel": AssetIn(partition_mapping=_SAME_WINDOW)},
+    backfill_policy=BackfillPolicy.single_run(),
+    io_manager_key="parquet_io_manager",
+    group_name="training",
+    code_version=CODE_VERSION,
+    kinds={"statsforecast"},
+)
+def local_models(
+    context: AssetExecutionContext,
+    config: LocalModelConfig,
+    training_panel: dict[str, pd.DataFrame],
+    database: DatabaseResource,
+    forecast_policy: ForecastPolicyResource,
+) -> dict[str, pd.DataFrame]:
+    """A statistical baseline per series, fitted for all series of a window in one call."""
+    from statsforecast import StatsForecast
+
+    spec = local_model_spec(config.model)
+    cells = [parse_series_date_key(key) for key in context.partition_keys]
+    outputs: dict[str, pd.DataFrame] = {}
+    for window, panel in training_panel.items():
+        window_cells = [cell for cell in cells if cell.window == window]
+        wanted = {cell.series_id for cell in window_cells}
+        history = panel.loc[panel[UNIQUE_ID].isin(wanted), [UNIQUE_ID, DS, Y]]
+        forecast = empty_forecast_frame()
+        if not history.empty:
+            freq = panel_frequency(history)
+            season = season_length(freq)
+            lengths = history.groupby(UNIQUE_ID).size()
+            too_short = sorted(lengths[lengths < season].index)
+            if too_short:
+                context.log.warning(f"window {window}: {too_short} have under one season of data")
+            fit_on = history[~history[UNIQUE_ID].isin(too_short)]
+            if not fit_on.empty:
+                version = _model_version(window, context.run_id)
+                raw = StatsForecast(models=[spec.build(season)], freq=freq, n_jobs=1).forecast(
+                    df=fit_on, h=forecast_policy.horizon, level=list(INTERVAL_LEVELS)
+                )
+                forecast = to_forecast_frame(
+                    raw,
+                    point_column=spec.name,
+                    interval_prefix=spec.name,
+                    model_name=spec.name,
+                    model_version=version,
+                    cutoffs=last_timestamps(fit_on),
+                )
+                with database.transaction() as conn:
+                    note_run(context, conn)
+                    register_model(
+                        conn,
+                        ModelRecord(
+                            model_name=spec.name,
+                            model_version=version,
+                            scope="local",
+                            window_key=window,
+                            dagster_run_id=context.run_id,
+                            params={"season_length": season, "freq": freq},
+                        ),
+                    )
+        for cell in window_cells:
+            outputs[str(cell.key)] = forecast[forecast[UNIQUE_ID] == cell.series_id].reset_index(drop=True)
+    return outputs

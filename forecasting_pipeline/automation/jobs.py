@@ -1,0 +1,34 @@
+"""Asset jobs, one per partitions definition.
+
+A run targets one partitions definition, so the series × date stages and the window-level
+training stages are separate jobs; the UI's asset backfills (and `demo`) chain them.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, define_asset_job
+
+from forecasting_pipeline.partitions import date_partitions, series_date_partitions
+
+ingest_job = define_asset_job(
+    name="ingest_observations",
+    selection=AssetSelection.assets("raw_observations"),
+    partitions_def=series_date_partitions,
+    description="Validate and store landed observations for a rectangle of series × windows.",
+)
+
+train_job = define_asset_job(
+    name="train_global_models",
+    selection=AssetSelection.assets("training_panel", "global_models"),
+    partitions_def=date_partitions,
+    description="Build the cross-series panel of a window and train the global models on it.",
+)
+
+forecast_job = define_asset_job(
+    name="forecast_series",
+    selection=AssetSelection.assets("local_models", "predictions"),
+    partitions_def=series_date_partitions,
+    description="Fit local baselines and store every model's forecasts per series × window.",
+)
+
+JOBS = [ingest_job, train_job, forecast_job]

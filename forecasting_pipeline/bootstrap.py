@@ -1,0 +1,65 @@
+"""Prepare a process to talk to the deployment: database, Dagster home, schema, pools.
+
+Used by the CLI before it runs anything. With no FP_DATABASE_URL this starts the embedded
+PostgreSQL under FP_HOME and exports its URL, so `demo`, `ui` and the runs they launch share
+one PostgreSQL-backed Dagster instance.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from forecasting_pipeline.resources.database import engine_for
+from forecasting_pipeline.settings import (
+    DAGSTER_HOME_VAR,
+    DATABASE_URL_VAR,
+    REPO_ROOT,
+    Settings,
+    load_settings,
+)
+from forecasting_pipeline.storage.embedded import start_embedded_server, with_psycopg2_driver
+from forecasting_pipeline.storage.migrations import apply_migrations
+
+GPU_POOL = "gpu"
+GPU_POOL_LIMIT = 1
+INSTANCE_CONFIG = REPO_ROOT / "dagster.yaml"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    settings: Settings
+    database_url: str
+    dagster_home: Path
+    embedded: bool
+    migrations_applied: list[str]
+
+
+def prepare_deployment(settings: Settings | None = None) -> Deployment:
+    """Resolve the database, export the variables Dagster reads, and upgrade the schema."""
+    settings = settings or load_settings()
+    embedded = settings.database_url is None
+    url = with_psycopg2_driver(
+        start_embedded_server(settings.embedded_db_dir) if embedded else settings.database_url
+    )
+    os.environ[DATABASE_URL_VAR] = url
+
+    dagster_home = settings.dagster_home
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_config = dagster_home / "dagster.yaml"
+    if not instance_config.exists() or (
+        DAGSTER_HOME_VAR not in os.environ and instance_config.read_bytes() != INSTANCE_CONFIG.read_bytes()
+    ):
+        # A home we created follows the repository's dagster.yaml; a user's own file is kept.
+        shutil.copyfile(INSTANCE_CONFIG, instance_config)
+    os.environ[DAGSTER_HOME_VAR] = str(dagster_home)
+
+    applied = apply_migrations(engine_for(url), settings.sql_dir)
+    return Deployment(settings, url, dagster_home, embedded, applied)
+
+
+def limit_gpu_pool(instance) -> None:  # noqa: ANN001 - DagsterInstance, imported lazily by callers
+    """Make the `gpu` pool limit explicit in the instance (dagster.yaml's default also says 1)."""
+    instance.event_log_storage.set_concurrency_slots(GPU_POOL, GPU_POOL_LIMIT)

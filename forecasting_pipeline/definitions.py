@@ -1,0 +1,40 @@
+"""The single Dagster entry point: wires assets, jobs and resources.
+
+Loading this module must stay fast (it runs in every step subprocess, sensor tick and UI
+reload): heavy libraries are imported inside assets and resource methods, never here.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions, EnvVar
+
+from forecasting_pipeline.assets.forecast import predictions
+from forecasting_pipeline.assets.ingest import raw_observations
+from forecasting_pipeline.assets.training import global_models, local_models, training_panel
+from forecasting_pipeline.automation.jobs import JOBS
+from forecasting_pipeline.resources.accelerator import AcceleratorResource
+from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
+from forecasting_pipeline.resources.landing import LandingZoneResource
+from forecasting_pipeline.resources.model_store import ModelStoreResource
+from forecasting_pipeline.resources.parquet_io import PartitionedParquetIOManager
+from forecasting_pipeline.settings import DATABASE_URL_VAR, Settings, load_settings
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Resources for a deployment; the database URL stays an EnvVar since it may hold a password."""
+    return {
+        "database": DatabaseResource(url=EnvVar(DATABASE_URL_VAR)),
+        "landing": LandingZoneResource(path=str(settings.landing_dir)),
+        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.storage_dir)),
+        "model_store": ModelStoreResource(path=str(settings.models_dir)),
+        "accelerator": AcceleratorResource(),
+        "forecast_policy": ForecastPolicyResource(horizon=settings.forecast_horizon),
+    }
+
+
+defs = Definitions(
+    assets=[raw_observations, training_panel, global_models, local_models, predictions],
+    jobs=JOBS,
+    resources=build_resources(load_settings()),
+)

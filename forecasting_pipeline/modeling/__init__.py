@@ -1,0 +1,1 @@
+"""Model catalog, frequencies and forecast-frame conventions; no Dagster in here."""

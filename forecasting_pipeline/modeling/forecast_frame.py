@@ -1,0 +1,58 @@
+"""Turn each library's wide forecast output into the one long forecast frame.
+
+neuralforecast names columns `NHITS-median`, `NHITS-lo-80`, …; statsforecast `SeasonalNaive`,
+`SeasonalNaive-lo-80`, …. Everything downstream (predictions table, accuracy, selection) reads
+`schemas.FORECAST_COLUMNS` instead.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from forecasting_pipeline.schemas import (
+    DS,
+    FORECAST_COLUMNS,
+    INTERVAL_LEVELS,
+    UNIQUE_ID,
+    lower_column,
+    require_columns,
+    upper_column,
+)
+
+
+def last_timestamps(panel: pd.DataFrame) -> pd.Series:
+    """Each series' last observed timestamp: its forecast origin in a ragged panel."""
+    return panel.groupby(UNIQUE_ID)[DS].max().rename("cutoff")
+
+
+def to_forecast_frame(
+    raw: pd.DataFrame,
+    *,
+    point_column: str,
+    interval_prefix: str,
+    model_name: str,
+    model_version: str,
+    cutoffs: pd.Series,
+) -> pd.DataFrame:
+    """Normalize a wide forecast; `cutoffs` maps unique_id -> last observed timestamp."""
+    frame = raw.reset_index() if UNIQUE_ID not in raw.columns else raw.copy()
+    bounds = tuple(
+        f"{interval_prefix}-{side}-{level}" for level in INTERVAL_LEVELS for side in ("lo", "hi")
+    )
+    require_columns(frame, (UNIQUE_ID, DS, point_column, *bounds), f"{model_name} forecast")
+    out = pd.DataFrame(
+        {
+            UNIQUE_ID: frame[UNIQUE_ID].astype(str),
+            DS: pd.to_datetime(frame[DS]),
+            "yhat": frame[point_column].astype("float64"),
+        }
+    )
+    for level in INTERVAL_LEVELS:
+        out[lower_column(level)] = frame[f"{interval_prefix}-lo-{level}"].astype("float64")
+        out[upper_column(level)] = frame[f"{interval_prefix}-hi-{level}"].astype("float64")
+    out = out.sort_values([UNIQUE_ID, DS], kind="stable")
+    out["step"] = out.groupby(UNIQUE_ID).cumcount().astype("int64") + 1
+    out["cutoff"] = out[UNIQUE_ID].map(cutoffs).astype("datetime64[ns]")
+    out["model_name"] = model_name
+    out["model_version"] = model_version
+    return out.loc[:, list(FORECAST_COLUMNS)].reset_index(drop=True)

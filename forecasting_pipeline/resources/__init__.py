@@ -1,0 +1,1 @@
+"""One module per external system; assets never open connections themselves."""

@@ -1,0 +1,62 @@
+"""Column names of the frames that cross asset boundaries, defined once.
+
+Frames use Nixtla's long format (`unique_id, ds, y`) so statsforecast and neuralforecast take
+them as they are; the database calls the same id `series_id`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+UNIQUE_ID = "unique_id"
+DS = "ds"
+Y = "y"
+WINDOW_KEY = "window_key"
+
+# Prediction-interval levels every model must provide, in percent.
+INTERVAL_LEVELS: tuple[int, ...] = (80, 95)
+
+
+def lower_column(level: int) -> str:
+    return f"lo_{level}"
+
+
+def upper_column(level: int) -> str:
+    return f"hi_{level}"
+
+
+INTERVAL_COLUMNS: tuple[str, ...] = tuple(
+    column for level in INTERVAL_LEVELS for column in (lower_column(level), upper_column(level))
+)
+
+# A forecast frame: one row per series, model and step, whatever model made it.
+FORECAST_COLUMNS: tuple[str, ...] = (
+    UNIQUE_ID,
+    DS,
+    "step",
+    "cutoff",
+    "model_name",
+    "model_version",
+    "yhat",
+    *INTERVAL_COLUMNS,
+)
+
+OBSERVATION_COLUMNS: tuple[str, ...] = (UNIQUE_ID, DS, Y)
+
+
+class SchemaError(ValueError):
+    """A frame at an asset boundary lacks columns its consumers rely on."""
+
+
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    """Fail at the boundary with the missing names, not deep inside a model library."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"{what} lacks columns {missing}; has {list(frame.columns)}")
+    return frame
+
+
+def empty_forecast_frame() -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype="float64") for column in FORECAST_COLUMNS}).astype(
+        {UNIQUE_ID: "object", "model_name": "object", "model_version": "object", "step": "int64"}
+    ).astype({DS: "datetime64[ns]", "cutoff": "datetime64[ns]"})

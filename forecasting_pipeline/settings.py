@@ -1,0 +1,125 @@
+"""The one place that reads the process environment.
+
+Every other module receives configuration from here (or from Dagster resources built from it),
+so a deployment is described completely by the variables documented below.
+
+| variable              | meaning                                                    | default                 |
+|-----------------------|------------------------------------------------------------|-------------------------|
+| FP_DATABASE_URL       | SQLAlchemy URL of the PostgreSQL database (Dagster storage  | unset: embedded server  |
+|                       | in schema public, domain tables in schema `forecasting`)   | under FP_HOME           |
+| FP_HOME               | Parquet intermediates, checkpoints, landing folder, and    | ./.forecasting          |
+|                       | the embedded database                                      |                         |
+| DAGSTER_HOME          | folder holding the instance's dagster.yaml                 | FP_HOME/dagster         |
+| FP_DATE_CADENCE       | arrival calendar of the `date` partitions: weekly, daily,  | weekly                  |
+|                       | monthly                                                    |                         |
+| FP_PARTITION_START    | first `date` window; older observations belong to it       | 2016-10-02              |
+| FP_PARTITION_END      | optional exclusive end of the `date` windows               | unset (open-ended)      |
+| FP_FORECAST_HORIZON   | forecast steps, in the series' own sampling frequency      | 24                      |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+DATABASE_URL_VAR = "FP_DATABASE_URL"
+HOME_VAR = "FP_HOME"
+DAGSTER_HOME_VAR = "DAGSTER_HOME"
+
+CADENCES = ("daily", "weekly", "monthly")
+
+# The bundled dataset ends on 2016-10-31: the default first window keeps four weeks of
+# operating cycles after a history slice, so the demo shows incremental windows at once.
+DEFAULT_PARTITION_START = "2016-10-02"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(ValueError):
+    """A configuration value in the environment is malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment configuration, resolved once per process."""
+
+    database_url: str | None
+    home: Path
+    dagster_home: Path
+    date_cadence: str
+    partition_start: date
+    partition_end: date | None
+    forecast_horizon: int
+
+    @property
+    def storage_dir(self) -> Path:
+        """Where the partition-aware IO manager writes Parquet files."""
+        return self.home / "storage"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where trained model checkpoints live, one folder per model version."""
+        return self.home / "models"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Where new CSV/Parquet files arrive to be ingested."""
+        return self.home / "landing"
+
+    @property
+    def embedded_db_dir(self) -> Path:
+        """Data folder of the embedded PostgreSQL server used when no URL is configured."""
+        return self.home / "pgdata"
+
+    @property
+    def sql_dir(self) -> Path:
+        """Ordered DDL migrations for the domain schema."""
+        return REPO_ROOT / "sql"
+
+
+def _parse_date(name: str, raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an ISO date (YYYY-MM-DD)") from exc
+
+
+def _parse_positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from `environ` (the process environment by default)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get(HOME_VAR) or ".forecasting").expanduser().resolve()
+    dagster_home = Path(env.get(DAGSTER_HOME_VAR) or home / "dagster").expanduser().resolve()
+
+    cadence = env.get("FP_DATE_CADENCE", "weekly").strip().lower()
+    if cadence not in CADENCES:
+        raise SettingsError(f"FP_DATE_CADENCE={cadence!r}; expected one of {', '.join(CADENCES)}")
+
+    start = _parse_date("FP_PARTITION_START", env.get("FP_PARTITION_START", DEFAULT_PARTITION_START))
+    raw_end = env.get("FP_PARTITION_END")
+    end = _parse_date("FP_PARTITION_END", raw_end) if raw_end else None
+    if end is not None and end <= start:
+        raise SettingsError("FP_PARTITION_END must be after FP_PARTITION_START")
+
+    return Settings(
+        database_url=env.get(DATABASE_URL_VAR) or None,
+        home=home,
+        dagster_home=dagster_home,
+        date_cadence=cadence,
+        partition_start=start,
+        partition_end=end,
+        forecast_horizon=_parse_positive_int(
+            "FP_FORECAST_HORIZON", env.get("FP_FORECAST_HORIZON", "24")
+        ),
+    )

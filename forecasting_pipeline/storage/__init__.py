@@ -1,0 +1,1 @@
+"""Domain tables in PostgreSQL: migrations, the embedded server, and typed writes/reads."""
