@@ -40,3 +40,28 @@ def delete_stale_predictions(
         {"series_id": series_id, "window_key": window_key, "max_step": max_step, "models": model_names},
     )
     return result.rowcount
+
+
+def forecast_summary(conn: Connection, window_key: str) -> list[dict]:
+    """First and last step of every series' forecast per model, for a window."""
+    result = conn.execute(
+        text(
+            f"""
+            SELECT series_id, model_name, model_version, cutoff,
+                   count(*) AS steps,
+                   min(ds) AS first_ds, max(ds) AS last_ds,
+                   (array_agg(yhat ORDER BY step))[1] AS first_yhat,
+                   (array_agg(lo_95 ORDER BY step))[1] AS first_lo_95,
+                   (array_agg(hi_95 ORDER BY step))[1] AS first_hi_95,
+                   avg(yhat) AS mean_yhat,
+                   avg(hi_80 - lo_80) AS mean_width_80,
+                   avg(hi_95 - lo_95) AS mean_width_95
+            FROM {SCHEMA}.{PREDICTIONS}
+            WHERE window_key = :window_key
+            GROUP BY series_id, model_name, model_version, cutoff
+            ORDER BY series_id, model_name
+            """
+        ),
+        {"window_key": window_key},
+    )
+    return [dict(row._mapping) for row in result]

@@ -1,0 +1,227 @@
+"""`forecasting-pipeline` command line: demo, ingest, forecast, db, ui."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from forecasting_pipeline.settings import REPO_ROOT, SettingsError, load_settings
+
+
+def _echo_step(step: int, total: int, message: str) -> None:
+    click.echo(f"[{step}/{total}] {message}", err=False)
+
+
+def _deployment():
+    from forecasting_pipeline.bootstrap import prepare_deployment
+
+    try:
+        return prepare_deployment()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    from forecasting_pipeline.bootstrap import limit_gpu_pool
+
+    instance = DagsterInstance.get()
+    limit_gpu_pool(instance)
+    return instance
+
+
+def _describe_database(deployment) -> str:
+    if deployment.embedded:
+        where = f"embedded PostgreSQL in {deployment.settings.embedded_db_dir}"
+    else:
+        from sqlalchemy.engine import make_url
+
+        where = f"PostgreSQL {make_url(deployment.database_url).render_as_string(hide_password=True)}"
+    migrations = ", ".join(deployment.migrations_applied) or "schema up to date"
+    return f"{where} ({migrations})"
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our progress lines; the runs' own logs stay in the Dagster UI."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|val_check_steps|XDG_RUNTIME_DIR).*")
+
+
+def _quiet_training_logs() -> None:
+    """Lightning resets its loggers to INFO on import, so lower them after importing it."""
+    import logging
+
+    import pytorch_lightning  # noqa: F401 - imported for its logger side effect
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@click.group()
+def main() -> None:
+    """Forecast many time series as a partitioned Dagster asset graph."""
+    _quiet_libraries()
+
+
+@main.command()
+@click.option("--dataset", default=None, help="Bundled dataset to use (default: epf_fr_be).")
+@click.option("--max-steps", default=300, show_default=True, help="Training steps of the global model.")
+def demo(dataset: str | None, max_steps: int) -> None:
+    """Run the whole pipeline on a bundled real dataset and print the forecasts."""
+    from forecasting_pipeline import operations
+    from forecasting_pipeline.datasets import DEFAULT_DATASET, bundled_dataset, land_bundled_dataset
+
+    started = time.perf_counter()
+    total = 5
+    deployment = _deployment()
+    _echo_step(1, total, f"database: {_describe_database(deployment)}")
+    chosen = bundled_dataset(dataset or DEFAULT_DATASET)
+    landed = land_bundled_dataset(chosen.name, deployment.settings.landing_dir)
+    _echo_step(2, total, f"landed bundled dataset {chosen.name} -> {landed}")
+    instance = _instance()
+    try:
+        ingested = operations.ingest(instance, deployment, progress=lambda m: _echo_step(3, total, m))
+        _echo_step(
+            3,
+            total,
+            f"ingested windows {ingested.first_window} … {ingested.latest_window} × "
+            f"{len(ingested.registration.series_ids)} series in one run ({ingested.seconds:.1f}s)",
+        )
+        _quiet_training_logs()
+        _echo_step(4, total, f"training global model for window {ingested.latest_window} (max_steps={max_steps}) …")
+        result = operations.forecast(
+            instance,
+            ingested.latest_window,
+            ingested.registration.series_ids,
+            global_model_config={"max_steps": max_steps},
+        )
+        _echo_step(
+            5,
+            total,
+            f"trained in {result.train_seconds:.1f}s, forecast and stored in {result.forecast_seconds:.1f}s",
+        )
+    except operations.PipelineRunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_forecasts(deployment, result.window)
+    click.echo(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
+    click.echo("Next: `forecasting-pipeline ui` opens the Dagster UI on this same instance")
+    click.echo("      (assets, partitions, runs and lineage) at http://127.0.0.1:3000")
+
+
+def _print_forecasts(deployment, window: str) -> None:
+    from forecasting_pipeline.resources.database import engine_for
+    from forecasting_pipeline.storage.predictions import forecast_summary
+
+    with engine_for(deployment.database_url).connect() as conn:
+        rows = forecast_summary(conn, window)
+    click.echo(f"\nForecasts of window {window} (table forecasting.predictions):")
+    header = (
+        f"{'series':<10} {'model':<14} {'version':<20} {'from':<17} {'steps':>5} "
+        f"{'step 1':>8} {'95% interval, step 1':>22} {'mean':>8} {'80% width':>10} {'95% width':>10}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in rows:
+        interval = f"[{row['first_lo_95']:.2f}, {row['first_hi_95']:.2f}]"
+        click.echo(
+            f"{row['series_id']:<10} {row['model_name']:<14} {row['model_version']:<20} "
+            f"{row['first_ds']:%Y-%m-%d %H:%M} {row['steps']:>5} {row['first_yhat']:>8.2f} "
+            f"{interval:>22} {row['mean_yhat']:>8.2f} {row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f}"
+        )
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ingest(files: tuple[Path, ...]) -> None:
+    """Copy FILES (CSV/Parquet, long format) into the landing folder and ingest everything landed."""
+    import shutil
+
+    from forecasting_pipeline import operations
+
+    deployment = _deployment()
+    landing = deployment.settings.landing_dir
+    landing.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        if path.suffix.lower() not in (".csv", ".parquet"):
+            raise click.ClickException(f"{path}: only .csv and .parquet files can be landed")
+        shutil.copyfile(path, landing / path.name)
+    try:
+        summary = operations.ingest(_instance(), deployment, progress=click.echo)
+    except operations.PipelineRunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"ingested windows {summary.first_window} … {summary.latest_window} for "
+        f"{len(summary.registration.series_ids)} series (run {summary.run_id})"
+    )
+
+
+@main.command()
+@click.option("--window", default=None, help="Date window to train and forecast (default: latest with data).")
+@click.option("--max-steps", default=None, type=int, help="Training steps of the global model.")
+def forecast(window: str | None, max_steps: int | None) -> None:
+    """Train the global models for a window and store every series' forecasts."""
+    from forecasting_pipeline import operations
+    from forecasting_pipeline.partitions import series_partitions
+    from forecasting_pipeline.resources.database import DatabaseResource
+
+    deployment = _deployment()
+    instance = _instance()
+    _quiet_training_logs()
+    try:
+        window = window or operations.latest_window(DatabaseResource(url=deployment.database_url))
+        series_ids = list(instance.get_dynamic_partitions(series_partitions.name))
+        result = operations.forecast(
+            instance, window, series_ids, global_model_config={"max_steps": max_steps} if max_steps else None
+        )
+    except operations.PipelineRunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"trained in {result.train_seconds:.1f}s, forecast in {result.forecast_seconds:.1f}s")
+    _print_forecasts(deployment, window)
+
+
+@main.group()
+def db() -> None:
+    """The PostgreSQL database: schema migrations and the embedded server."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply pending migrations in sql/ to the `forecasting` schema (idempotent)."""
+    deployment = _deployment()
+    click.echo(f"database: {_describe_database(deployment)}")
+
+
+@db.command()
+def stop() -> None:
+    """Stop the embedded PostgreSQL server, if one runs under FP_HOME."""
+    from forecasting_pipeline.storage.embedded import stop_embedded_server
+
+    folder = load_settings().embedded_db_dir
+    stopped = stop_embedded_server(folder)
+    click.echo(f"stopped the embedded server in {folder}" if stopped else "no embedded server was running")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+@click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
+def ui(host: str, port: int, dagster_args: tuple[str, ...]) -> None:
+    """Start `dagster dev` (UI + daemon) on the same PostgreSQL-backed instance as the CLI."""
+    deployment = _deployment()
+    _instance()  # creates Dagster's tables and the gpu pool limit before the UI starts
+    click.echo(f"database: {_describe_database(deployment)}; DAGSTER_HOME={deployment.dagster_home}")
+    workspace = REPO_ROOT / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "forecasting_pipeline.definitions"]
+    command = [sys.executable, "-m", "dagster", "dev", *target, "-h", host, "-p", str(port), *dagster_args]
+    os.execv(sys.executable, command)
+
+
+if __name__ == "__main__":
+    main()
