@@ -7,6 +7,7 @@ neuralforecast names columns `NHITS-median`, `NHITS-lo-80`, …; statsforecast `
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from forecasting_pipeline.schemas import (
@@ -23,6 +24,24 @@ from forecasting_pipeline.schemas import (
 def last_timestamps(panel: pd.DataFrame) -> pd.Series:
     """Each series' last observed timestamp: its forecast origin in a ragged panel."""
     return panel.groupby(UNIQUE_ID)[DS].max().rename("cutoff")
+
+
+def _quantile_columns() -> list[str]:
+    """Interval bounds and the point, from the lowest to the highest quantile."""
+    lows = [lower_column(level) for level in sorted(INTERVAL_LEVELS, reverse=True)]
+    highs = [upper_column(level) for level in sorted(INTERVAL_LEVELS)]
+    return [*lows, "yhat", *highs]
+
+
+def _rearrange_quantiles(frame: pd.DataFrame) -> None:
+    """Sort each row's quantiles in place so intervals nest (lo_95 <= lo_80 <= yhat <= hi_80 ...).
+
+    Quantile heads trained jointly (MQLoss) can cross, most of all early in training. Monotone
+    rearrangement (Chernozhukov, Fernández-Val & Galichon, 2010) keeps the same set of values and
+    never makes the quantile loss worse.
+    """
+    columns = _quantile_columns()
+    frame[columns] = np.sort(frame[columns].to_numpy(dtype="float64"), axis=1)
 
 
 def to_forecast_frame(
@@ -50,6 +69,7 @@ def to_forecast_frame(
     for level in INTERVAL_LEVELS:
         out[lower_column(level)] = frame[f"{interval_prefix}-lo-{level}"].astype("float64")
         out[upper_column(level)] = frame[f"{interval_prefix}-hi-{level}"].astype("float64")
+    _rearrange_quantiles(out)
     out = out.sort_values([UNIQUE_ID, DS], kind="stable")
     out["step"] = out.groupby(UNIQUE_ID).cumcount().astype("int64") + 1
     out["cutoff"] = out[UNIQUE_ID].map(cutoffs).astype("datetime64[ns]")

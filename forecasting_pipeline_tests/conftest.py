@@ -1,0 +1,125 @@
+"""Test session: a real PostgreSQL server, a fresh database per session, a Dagster instance on it.
+
+Server, in order of preference: FP_TEST_DATABASE_URL; the local server at 127.0.0.1:5432;
+an embedded `pgserver` in a scratch folder. A production FP_DATABASE_URL is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _scratch_dir(prefix: str) -> Path:
+    # 0755: as root, the embedded server runs as its own system user and must traverse it.
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    return folder
+
+
+# Settings are read when the package is imported, so the environment is pinned before that.
+_HOME = _scratch_dir("fp-tests-")
+os.environ["FP_HOME"] = str(_HOME)
+os.environ["DAGSTER_HOME"] = str(_HOME / "dagster")
+os.environ.pop("FP_DATABASE_URL", None)
+for _name in ("FP_DATE_CADENCE", "FP_PARTITION_START", "FP_PARTITION_END", "FP_FORECAST_HORIZON"):
+    os.environ.pop(_name, None)
+
+from sqlalchemy import create_engine, make_url, text  # noqa: E402
+
+from forecasting_pipeline.storage.embedded import with_psycopg2_driver  # noqa: E402
+
+# Small enough for 2 CPU cores, big enough to exercise the real training loop.
+TINY_GLOBAL_MODEL = {"max_steps": 5, "input_size": 48, "batch_size": 8}
+
+
+def _local_server_url() -> str | None:
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    try:
+        with create_engine(url, connect_args={"connect_timeout": 2}).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        return None
+    return url
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """An administrative URL of the PostgreSQL server the session uses."""
+    configured = os.environ.get("FP_TEST_DATABASE_URL")
+    if configured:
+        yield with_psycopg2_driver(configured)
+        return
+    local = _local_server_url()
+    if local:
+        yield local
+        return
+    import pgserver
+
+    server = pgserver.get_server(_scratch_dir("fp-tests-pg-") / "pgdata", cleanup_mode="delete")
+    yield with_psycopg2_driver(server.get_uri())
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def fresh_database(server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory of new, empty databases on the session's server; all dropped at the end."""
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"fp_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    from forecasting_pipeline.resources.database import engine_for
+
+    engine_for.cache_clear()
+    with admin.connect() as conn:
+        for name in created:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def deployment(fresh_database: Callable[[], str]):
+    """The session's deployment: fresh database, migrations applied, Dagster home prepared."""
+    from forecasting_pipeline.bootstrap import prepare_deployment
+    from forecasting_pipeline.settings import load_settings
+
+    os.environ["FP_DATABASE_URL"] = fresh_database()
+    return prepare_deployment(load_settings())
+
+
+@pytest.fixture(scope="session")
+def instance(deployment):
+    """A Dagster instance whose runs, events and schedules live in the session database."""
+    from dagster import DagsterInstance
+
+    from forecasting_pipeline.bootstrap import limit_gpu_pool
+
+    dagster_instance = DagsterInstance.get()
+    limit_gpu_pool(dagster_instance)
+    yield dagster_instance
+    dagster_instance.dispose()
+
+
+@pytest.fixture(scope="session")
+def db_engine(deployment):
+    from forecasting_pipeline.resources.database import engine_for
+
+    return engine_for(deployment.database_url)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import shutil
+
+    shutil.rmtree(_HOME, ignore_errors=True)
