@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import get_args
 from urllib.parse import quote
 
 import pandas as pd
@@ -78,13 +79,18 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         context.add_output_metadata({"rows": total, "partitions_written": len(obj)})
 
     def load_input(self, context: InputContext) -> Frame | dict[str, Frame]:
-        want_polars = context.dagster_type.typing_type is pl.DataFrame
+        want_polars = _wants_polars(context.dagster_type.typing_type)
         if not context.has_asset_partitions:
             return _read(self._path(context, None), want_polars)
         return {
             str(key): _read(self._path(context, key), want_polars)
             for key in context.asset_partition_keys
         }
+
+
+def _wants_polars(annotation: object) -> bool:
+    """`pl.DataFrame` or `dict[str, pl.DataFrame]` on the input asks for polars; else pandas."""
+    return annotation is pl.DataFrame or (get_args(annotation) or (None,))[-1] is pl.DataFrame
 
 
 def _write(path: Path, frame: Frame) -> int:

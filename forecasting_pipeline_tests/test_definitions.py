@@ -1,0 +1,51 @@
+"""The one Definitions object: what it wires, and that Dagster's own validator accepts it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dagster import AssetKey, BackfillPolicy
+
+from forecasting_pipeline.definitions import defs
+from forecasting_pipeline.settings import REPO_ROOT
+
+SLICE = ["raw_observations", "training_panel", "global_models", "local_models", "predictions"]
+
+
+def test_the_vertical_slice_is_wired_left_to_right():
+    graph = defs.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == set(SLICE)
+    parents = {name: {p.to_user_string() for p in graph.get(AssetKey(name)).parent_keys} for name in SLICE}
+    assert parents == {
+        "raw_observations": set(),
+        "training_panel": {"raw_observations"},
+        "global_models": {"training_panel"},
+        "local_models": {"training_panel"},
+        "predictions": {"global_models", "local_models"},
+    }
+
+
+def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_pool():
+    for name in SLICE:
+        policy = defs.resolve_assets_def(name).backfill_policy
+        assert policy == BackfillPolicy.single_run(), name
+    assert defs.resolve_assets_def("global_models").op.pool == "gpu"
+    for job in ("ingest_observations", "train_global_models", "forecast_series"):
+        assert defs.resolve_job_def(job) is not None
+
+
+def test_the_database_url_is_an_env_var_not_a_literal():
+    database = defs.resources["database"]
+    assert "FP_DATABASE_URL" in repr(database) and "postgresql" not in repr(database)
+
+
+def test_dagster_definitions_validate_passes(deployment):
+    env = {**os.environ, "FP_DATABASE_URL": deployment.database_url}
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(REPO_ROOT / "workspace.yaml")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "All code locations passed validation" in completed.stderr + completed.stdout
