@@ -60,6 +60,6 @@ def prepare_deployment(settings: Settings | None = None) -> Deployment:
     return Deployment(settings, url, dagster_home, embedded, applied)
 
 
-def limit_gpu_pool(instance) -> None:  # noqa: ANN001 - DagsterInstance, imported lazily by callers
+def limit_gpu_pool(instance) -> None:
     """Make the `gpu` pool limit explicit in the instance (dagster.yaml's default also says 1)."""
     instance.event_log_storage.set_concurrency_slots(GPU_POOL, GPU_POOL_LIMIT)

@@ -95,7 +95,11 @@ def demo(dataset: str | None, max_steps: int) -> None:
             f"{len(ingested.registration.series_ids)} series in one run ({ingested.seconds:.1f}s)",
         )
         _quiet_training_logs()
-        _echo_step(4, total, f"training global model for window {ingested.latest_window} (max_steps={max_steps}) …")
+        _echo_step(
+            4,
+            total,
+            f"training global model for window {ingested.latest_window} (max_steps={max_steps}) …",
+        )
         result = operations.forecast(
             instance,
             ingested.latest_window,
@@ -133,7 +137,8 @@ def _print_forecasts(deployment, window: str) -> None:
         click.echo(
             f"{row['series_id']:<10} {row['model_name']:<14} {row['model_version']:<20} "
             f"{row['first_ds']:%Y-%m-%d %H:%M} {row['steps']:>5} {row['first_yhat']:>8.2f} "
-            f"{interval:>22} {row['mean_yhat']:>8.2f} {row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f}"
+            f"{interval:>22} {row['mean_yhat']:>8.2f} "
+            f"{row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f}"
         )
 
 
@@ -178,7 +183,10 @@ def forecast(window: str | None, max_steps: int | None) -> None:
         window = window or operations.latest_window(DatabaseResource(url=deployment.database_url))
         series_ids = list(instance.get_dynamic_partitions(series_partitions.name))
         result = operations.forecast(
-            instance, window, series_ids, global_model_config={"max_steps": max_steps} if max_steps else None
+            instance,
+            window,
+            series_ids,
+            global_model_config={"max_steps": max_steps} if max_steps else None,
         )
     except operations.PipelineRunError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -219,8 +227,19 @@ def ui(host: str, port: int, dagster_args: tuple[str, ...]) -> None:
     click.echo(f"database: {_describe_database(deployment)}; DAGSTER_HOME={deployment.dagster_home}")
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "forecasting_pipeline.definitions"]
-    command = [sys.executable, "-m", "dagster", "dev", *target, "-h", host, "-p", str(port), *dagster_args]
-    os.execv(sys.executable, command)
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        *target,
+        "-h",
+        host,
+        "-p",
+        str(port),
+        *dagster_args,
+    ]
+    os.execv(sys.executable, command)  # noqa: S606 - replaces this process with `dagster dev`
 
 
 if __name__ == "__main__":

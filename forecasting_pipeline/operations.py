@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import DagsterInstance
-from sqlalchemy import text
 
 from forecasting_pipeline.automation import launch
 from forecasting_pipeline.bootstrap import Deployment
@@ -19,7 +18,7 @@ from forecasting_pipeline.ingestion.registration import Registration, register_l
 from forecasting_pipeline.partitions import date_partitions, window_key_for
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.landing import LandingZoneResource
-from forecasting_pipeline.storage.tables import SCHEMA, SERIES
+from forecasting_pipeline.storage.catalog import newest_observation_ts
 
 Progress = Callable[[str], None]
 
@@ -55,7 +54,7 @@ def _check(result: Any, what: str) -> None:
 def latest_window(database: DatabaseResource) -> str:
     """The window holding the newest registered observation."""
     with database.transaction() as conn:
-        newest = conn.execute(text(f"SELECT max(last_ts) FROM {SCHEMA}.{SERIES}")).scalar()
+        newest = newest_observation_ts(conn)
     if newest is None:
         raise PipelineRunError("no series registered yet: land data and run `ingest` first")
     window = window_key_for(newest)
@@ -100,7 +99,9 @@ def forecast(
 
     `global_model_config` overrides fields of `GlobalModelConfig` (e.g. `max_steps`).
     """
-    train_config = {"ops": {"global_models": {"config": dict(global_model_config)}}} if global_model_config else None
+    train_config = (
+        {"ops": {"global_models": {"config": dict(global_model_config)}}} if global_model_config else None
+    )
     started = time.perf_counter()
     trained = launch.train_window(instance, window, run_config=train_config)
     _check(trained, f"training for window {window}")
@@ -109,5 +110,10 @@ def forecast(
     forecasted = launch.forecast_window(instance, window, series_ids)
     _check(forecasted, f"forecasting for window {window}")
     return ForecastSummary(
-        window, trained.run_id, forecasted.run_id, train_seconds, time.perf_counter() - started, series_ids
+        window,
+        trained.run_id,
+        forecasted.run_id,
+        train_seconds,
+        time.perf_counter() - started,
+        series_ids,
     )

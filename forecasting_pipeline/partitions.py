@@ -37,7 +37,7 @@ _CRON_BY_CADENCE = {
 }
 
 # Characters Dagster reserves in partition keys and ranges, plus path separators.
-_SERIES_ID_PATTERN = re.compile(r"^[^|,\[\]*/\\\s][^|,\[\]*/\\]{0,126}(?<!\s)$")
+_SERIES_ID_PATTERN = re.compile(r"[^|,\[\]*/\\\s][^|,\[\]*/\\]{0,126}(?<!\s)")
 
 
 class InvalidSeriesIdError(ValueError):
@@ -46,7 +46,7 @@ class InvalidSeriesIdError(ValueError):
 
 def validate_series_id(series_id: str) -> str:
     """Return `series_id` if it can be a partition key; raise with the reason otherwise."""
-    if not isinstance(series_id, str) or not _SERIES_ID_PATTERN.match(series_id):
+    if not isinstance(series_id, str) or not _SERIES_ID_PATTERN.fullmatch(series_id):
         raise InvalidSeriesIdError(
             f"series id {series_id!r} is not usable as a partition key: 1-127 characters, "
             "no leading/trailing space, none of | , [ ] * / \\"
@@ -116,9 +116,7 @@ def series_date_range(window: str, series_ids: list[str]) -> tuple[str, str]:
     """
     if not series_ids:
         raise ValueError("a series × date range needs at least one series")
-    return str(series_window(series_ids[0], window).key), str(
-        series_window(series_ids[-1], window).key
-    )
+    return str(series_window(series_ids[0], window).key), str(series_window(series_ids[-1], window).key)
 
 
 @dataclass(frozen=True)

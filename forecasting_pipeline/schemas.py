@@ -57,6 +57,15 @@ def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) ->
 
 
 def empty_forecast_frame() -> pd.DataFrame:
-    return pd.DataFrame({column: pd.Series(dtype="float64") for column in FORECAST_COLUMNS}).astype(
-        {UNIQUE_ID: "object", "model_name": "object", "model_version": "object", "step": "int64"}
-    ).astype({DS: "datetime64[ns]", "cutoff": "datetime64[ns]"})
+    return (
+        pd.DataFrame({column: pd.Series(dtype="float64") for column in FORECAST_COLUMNS})
+        .astype(
+            {
+                UNIQUE_ID: "object",
+                "model_name": "object",
+                "model_version": "object",
+                "step": "int64",
+            }
+        )
+        .astype({DS: "datetime64[ns]", "cutoff": "datetime64[ns]"})
+    )

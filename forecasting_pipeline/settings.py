@@ -3,18 +3,15 @@
 Every other module receives configuration from here (or from Dagster resources built from it),
 so a deployment is described completely by the variables documented below.
 
-| variable              | meaning                                                    | default                 |
-|-----------------------|------------------------------------------------------------|-------------------------|
-| FP_DATABASE_URL       | SQLAlchemy URL of the PostgreSQL database (Dagster storage  | unset: embedded server  |
-|                       | in schema public, domain tables in schema `forecasting`)   | under FP_HOME           |
-| FP_HOME               | Parquet intermediates, checkpoints, landing folder, and    | ./.forecasting          |
-|                       | the embedded database                                      |                         |
-| DAGSTER_HOME          | folder holding the instance's dagster.yaml                 | FP_HOME/dagster         |
-| FP_DATE_CADENCE       | arrival calendar of the `date` partitions: weekly, daily,  | weekly                  |
-|                       | monthly                                                    |                         |
-| FP_PARTITION_START    | first `date` window; older observations belong to it       | 2016-10-02              |
-| FP_PARTITION_END      | optional exclusive end of the `date` windows               | unset (open-ended)      |
-| FP_FORECAST_HORIZON   | forecast steps, in the series' own sampling frequency      | 24                      |
+- FP_DATABASE_URL: SQLAlchemy URL of the PostgreSQL database (Dagster storage in schema
+  public, domain tables in schema `forecasting`). Unset: an embedded server under FP_HOME.
+- FP_HOME: Parquet intermediates, model artefacts, landing folder, embedded database.
+  Default ./.forecasting
+- DAGSTER_HOME: folder holding the instance's dagster.yaml. Default FP_HOME/dagster
+- FP_DATE_CADENCE: arrival calendar of the `date` partitions: weekly (default), daily, monthly.
+- FP_PARTITION_START: first `date` window; older observations belong to it. Default 2016-10-02
+- FP_PARTITION_END: optional exclusive end of the `date` windows. Default: open-ended.
+- FP_FORECAST_HORIZON: forecast steps, in each series' own sampling frequency. Default 24
 """
 
 from __future__ import annotations
@@ -119,7 +116,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         date_cadence=cadence,
         partition_start=start,
         partition_end=end,
-        forecast_horizon=_parse_positive_int(
-            "FP_FORECAST_HORIZON", env.get("FP_FORECAST_HORIZON", "24")
-        ),
+        forecast_horizon=_parse_positive_int("FP_FORECAST_HORIZON", env.get("FP_FORECAST_HORIZON", "24")),
     )

@@ -15,7 +15,10 @@ from forecasting_pipeline_tests.conftest import _scratch_dir
 def _demo(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "forecasting_pipeline.cli", "demo", "--max-steps", "5"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -27,18 +30,27 @@ def test_demo_forecasts_every_series_and_a_second_run_adds_no_rows(fresh_databas
 
     first = _demo(env)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
-    for expected in ("[1/5] database", "ingested windows 2016-10-02 … 2016-10-30", "Forecasts of window 2016-10-30",
-                     "forecasting-pipeline ui"):
+    for expected in (
+        "[1/5] database",
+        "ingested windows 2016-10-02 … 2016-10-30",
+        "Forecasts of window 2016-10-30",
+        "forecasting-pipeline ui",
+    ):
         assert expected in first.stdout
     table = [line.split() for line in first.stdout.splitlines() if line.startswith(("BE ", "FR "))]
     assert sorted((row[0], row[1]) for row in table) == [
-        ("BE", "NHITS"), ("BE", "SeasonalNaive"), ("FR", "NHITS"), ("FR", "SeasonalNaive")
+        ("BE", "NHITS"),
+        ("BE", "SeasonalNaive"),
+        ("FR", "NHITS"),
+        ("FR", "SeasonalNaive"),
     ]
 
     engine = create_engine(url)
     counts = (
-        "SELECT (SELECT count(*) FROM forecasting.predictions), (SELECT count(*) FROM forecasting.observations), "
-        "(SELECT count(DISTINCT partition) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+        "SELECT (SELECT count(*) FROM forecasting.predictions),"
+        " (SELECT count(*) FROM forecasting.observations),"
+        " (SELECT count(DISTINCT partition) FROM event_logs"
+        "  WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
         " AND asset_key = '[\"raw_observations\"]')"
     )
     with engine.connect() as conn:

@@ -44,8 +44,20 @@ def test_the_database_url_is_an_env_var_not_a_literal():
 def test_dagster_definitions_validate_passes(deployment):
     env = {**os.environ, "FP_DATABASE_URL": deployment.database_url}
     completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(REPO_ROOT / "workspace.yaml")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "All code locations passed validation" in completed.stderr + completed.stdout

@@ -35,7 +35,11 @@ def cells(context: AssetExecutionContext) -> dict[str, pd.DataFrame]:
 
 @asset(
     partitions_def=DAYS,
-    ins={"cells": AssetIn(partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name="date"))},
+    ins={
+        "cells": AssetIn(
+            partition_mapping=MultiToSingleDimensionPartitionMapping(partition_dimension_name="date")
+        )
+    },
     io_manager_key="io_manager",
 )
 def per_day(context: AssetExecutionContext, cells: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -66,14 +70,19 @@ def test_one_run_writes_a_rectangle_and_downstream_reads_it_by_window(tmp_path, 
         "dagster/asset_partition_range_end": "2024-01-02",
     }
     result = materialize(
-        [cells.to_source_asset(), per_day], instance=instance, resources={"io_manager": io_manager}, tags=window_range
+        [cells.to_source_asset(), per_day],
+        instance=instance,
+        resources={"io_manager": io_manager},
+        tags=window_range,
     )
     assert result.success
     day_two = pd.read_parquet(tmp_path / "per_day" / "2024-01-02.parquet")
     assert sorted(day_two["key"]) == ["2024-01-02|a b", "2024-01-02|c"]
 
     single = materialize(
-        [per_day.to_source_asset(), as_polars], instance=instance, resources={"io_manager": io_manager},
+        [per_day.to_source_asset(), as_polars],
+        instance=instance,
+        resources={"io_manager": io_manager},
         partition_key="2024-01-02",
     )
     assert single.success
@@ -89,5 +98,10 @@ def forgets_a_partition(context: AssetExecutionContext) -> dict[str, pd.DataFram
 def test_an_output_missing_partitions_of_its_run_is_refused(tmp_path, instance):
     io_manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
     with pytest.raises(ValueError, match="must return exactly its run's partitions"):
-        materialize([forgets_a_partition], instance=instance, resources={"io_manager": io_manager}, tags=RANGE)
+        materialize(
+            [forgets_a_partition],
+            instance=instance,
+            resources={"io_manager": io_manager},
+            tags=RANGE,
+        )
     assert not list(tmp_path.rglob("*.parquet"))

@@ -31,7 +31,9 @@ def pipeline(deployment, instance):
     land_bundled_dataset(EPF_FR_BE.name, deployment.settings.landing_dir)
     ingested = operations.ingest(instance, deployment, progress=lambda _: None)
     forecasted = operations.forecast(
-        instance, ingested.latest_window, ingested.registration.series_ids,
+        instance,
+        ingested.latest_window,
+        ingested.registration.series_ids,
         global_model_config=TINY_GLOBAL_MODEL,
     )
     return ingested, forecasted
@@ -45,25 +47,34 @@ def test_landed_series_become_partitions_and_all_windows_are_ingested(pipeline, 
 
     expected = EPF_FR_BE.load().groupby("unique_id").size()
     with db_engine.connect() as conn:
-        stored = dict(conn.execute(text(
-            "SELECT series_id, count(*) FROM forecasting.observations GROUP BY series_id"
-        )).all())
+        stored = dict(
+            conn.execute(
+                text("SELECT series_id, count(*) FROM forecasting.observations GROUP BY series_id")
+            ).all()
+        )
         # Everything before the first window is the history slice, not hundreds of partitions.
-        history = conn.execute(text(
-            "SELECT min(ts), max(ts) FROM forecasting.observations WHERE window_key = '2016-10-02'"
-        )).one()
-        drivers = conn.execute(text(
-            "SELECT drivers FROM forecasting.observations WHERE series_id='FR' AND ts='2015-01-01 00:00'"
-        )).scalar_one()
+        history = conn.execute(
+            text("SELECT min(ts), max(ts) FROM forecasting.observations WHERE window_key = '2016-10-02'")
+        ).one()
+        drivers = conn.execute(
+            text(
+                "SELECT drivers FROM forecasting.observations WHERE series_id='FR' AND ts='2015-01-01 00:00'"
+            )
+        ).scalar_one()
     assert stored == {"BE": expected["BE"], "FR": expected["FR"]}
-    assert history == (pd.Timestamp("2015-01-01").to_pydatetime(), pd.Timestamp("2016-10-08 23:00").to_pydatetime())
+    assert history == (
+        pd.Timestamp("2015-01-01").to_pydatetime(),
+        pd.Timestamp("2016-10-08 23:00").to_pydatetime(),
+    )
     assert drivers == {"gen_forecast": 76905.0, "system_load": 74812.0, "week_day": 3.0}
 
 
 def test_every_series_gets_forecasts_with_nested_intervals(pipeline, db_engine):
     with db_engine.connect() as conn:
         rows = pd.read_sql(
-            text("SELECT * FROM forecasting.predictions WHERE window_key = :w"), conn, params={"w": LATEST_WINDOW}
+            text("SELECT * FROM forecasting.predictions WHERE window_key = :w"),
+            conn,
+            params={"w": LATEST_WINDOW},
         )
     assert len(rows) == len(SERIES) * 2 * HORIZON
     assert set(rows.groupby(["series_id", "model_name"]).size().to_dict().items()) == {
@@ -86,22 +97,32 @@ def test_every_series_gets_forecasts_with_nested_intervals(pipeline, db_engine):
 def test_predictions_join_to_the_dagster_runs_and_events_that_made_them(pipeline, db_engine, instance):
     _, forecasted = pipeline
     with db_engine.connect() as conn:
-        joined = conn.execute(text(
-            """
+        joined = conn.execute(
+            text(
+                """
             SELECT DISTINCT p.dagster_run_id, r.status, fr.code_version
             FROM forecasting.predictions p
             JOIN public.runs r ON r.run_id = p.dagster_run_id
             JOIN forecasting.runs fr ON fr.dagster_run_id = p.dagster_run_id
             WHERE p.window_key = :w
             """
-        ), {"w": LATEST_WINDOW}).all()
-        events = conn.execute(text(
-            """
+            ),
+            {"w": LATEST_WINDOW},
+        ).all()
+        events = (
+            conn.execute(
+                text(
+                    """
             SELECT partition FROM event_logs
             WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key = :key AND run_id = :run
             ORDER BY partition
             """
-        ), {"key": '["predictions"]', "run": forecasted.forecast_run_id}).scalars().all()
+                ),
+                {"key": '["predictions"]', "run": forecasted.forecast_run_id},
+            )
+            .scalars()
+            .all()
+        )
     assert [(run_id, status) for run_id, status, _ in joined] == [(forecasted.forecast_run_id, "SUCCESS")]
     assert events == [f"{LATEST_WINDOW}|{s}" for s in SERIES]
     ingested = instance.get_materialized_partitions(AssetKey("raw_observations"))
@@ -111,12 +132,18 @@ def test_predictions_join_to_the_dagster_runs_and_events_that_made_them(pipeline
 def test_global_model_is_registered_with_its_artefact(pipeline, db_engine):
     _, forecasted = pipeline
     with db_engine.connect() as conn:
-        model = conn.execute(text(
-            "SELECT * FROM forecasting.models WHERE scope = 'global' AND dagster_run_id = :run"
-        ), {"run": forecasted.train_run_id}).mappings().one()
-        loss = conn.execute(text(
-            "SELECT value FROM forecasting.metrics WHERE model_id = :id AND metric = 'train_loss'"
-        ), {"id": model["model_id"]}).scalar_one()
+        model = (
+            conn.execute(
+                text("SELECT * FROM forecasting.models WHERE scope = 'global' AND dagster_run_id = :run"),
+                {"run": forecasted.train_run_id},
+            )
+            .mappings()
+            .one()
+        )
+        loss = conn.execute(
+            text("SELECT value FROM forecasting.metrics WHERE model_id = :id AND metric = 'train_loss'"),
+            {"id": model["model_id"]},
+        ).scalar_one()
     assert model["model_name"] == "NHITS" and model["window_key"] == LATEST_WINDOW
     assert model["device"] == "cpu"
     assert model["params"]["max_steps"] == TINY_GLOBAL_MODEL["max_steps"]
@@ -126,15 +153,24 @@ def test_global_model_is_registered_with_its_artefact(pipeline, db_engine):
 
 
 def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instance, db_engine):
-    ingested, first = pipeline
-    counts_sql = "SELECT (SELECT count(*) FROM forecasting.observations), (SELECT count(*) FROM forecasting.predictions)"
+    counts_sql = (
+        "SELECT (SELECT count(*) FROM forecasting.observations),"
+        " (SELECT count(*) FROM forecasting.predictions)"
+    )
     with db_engine.connect() as conn:
         before = conn.execute(text(counts_sql)).one()
     again = operations.ingest(instance, deployment, progress=lambda _: None)
-    second = operations.forecast(instance, again.latest_window, again.registration.series_ids, global_model_config=TINY_GLOBAL_MODEL)
+    second = operations.forecast(
+        instance,
+        again.latest_window,
+        again.registration.series_ids,
+        global_model_config=TINY_GLOBAL_MODEL,
+    )
     with db_engine.connect() as conn:
         after = conn.execute(text(counts_sql)).one()
-        run_ids = set(conn.execute(text("SELECT DISTINCT dagster_run_id FROM forecasting.predictions")).scalars())
+        run_ids = set(
+            conn.execute(text("SELECT DISTINCT dagster_run_id FROM forecasting.predictions")).scalars()
+        )
     assert after == before
     assert run_ids == {second.forecast_run_id}  # the re-run replaced the rows, it did not add
 

@@ -19,11 +19,19 @@ WINDOW = "2016-10-30"
 
 def _landed_file(folder) -> None:
     stamps = pd.date_range("2016-10-30 00:00", periods=GOOD_HOURS, freq="h")
-    good = pd.DataFrame({"unique_id": "q_store", "ds": stamps.strftime("%Y-%m-%d %H:%M:%S"), "y": range(GOOD_HOURS)})
+    good = pd.DataFrame(
+        {"unique_id": "q_store", "ds": stamps.strftime("%Y-%m-%d %H:%M:%S"), "y": range(GOOD_HOURS)}
+    )
     bad = pd.DataFrame(
         {
             "unique_id": ["q_store", "q_store", "q_store", "q_store", "bad|id"],
-            "ds": ["not a date", "2016-10-31 08:00:00", "2016-10-31 09:00:00", "2016-10-30 05:00:00", "2016-10-30 01:00:00"],
+            "ds": [
+                "not a date",
+                "2016-10-31 08:00:00",
+                "2016-10-31 09:00:00",
+                "2016-10-30 05:00:00",
+                "2016-10-30 01:00:00",
+            ],
             "y": ["1.0", "abc", "inf", "500.5", "2"],
         }
     )
@@ -33,12 +41,22 @@ def _landed_file(folder) -> None:
 
 
 def _materialize(instance, deployment, landing: LandingZoneResource):
-    resources = {**build_resources(deployment.settings), "landing": landing,
-                 "database": DatabaseResource(url=deployment.database_url)}
-    return materialize([raw_observations], instance=instance, partition_key=f"{WINDOW}|q_store", resources=resources)
+    resources = {
+        **build_resources(deployment.settings),
+        "landing": landing,
+        "database": DatabaseResource(url=deployment.database_url),
+    }
+    return materialize(
+        [raw_observations],
+        instance=instance,
+        partition_key=f"{WINDOW}|q_store",
+        resources=resources,
+    )
 
 
-def test_bad_rows_are_quarantined_with_reasons_and_reruns_add_nothing(deployment, instance, db_engine, tmp_path):
+def test_bad_rows_are_quarantined_with_reasons_and_reruns_add_nothing(
+    deployment, instance, db_engine, tmp_path
+):
     landing = LandingZoneResource(path=str(tmp_path / "landing"))
     _landed_file(tmp_path / "landing")
     database = DatabaseResource(url=deployment.database_url)
@@ -50,14 +68,18 @@ def test_bad_rows_are_quarantined_with_reasons_and_reruns_add_nothing(deployment
 
     def state():
         with db_engine.connect() as conn:
-            stored = conn.execute(text(
-                "SELECT count(*), max(y) FILTER (WHERE ts = '2016-10-30 05:00') FROM forecasting.observations "
-                "WHERE series_id = 'q_store'"
-            )).one()
-            reasons = conn.execute(text(
-                "SELECT reason, count(*) FROM forecasting.quarantine "
-                "WHERE series_id IN ('q_store', 'bad|id') GROUP BY reason"
-            )).all()
+            stored = conn.execute(
+                text(
+                    "SELECT count(*), max(y) FILTER (WHERE ts = '2016-10-30 05:00')"
+                    " FROM forecasting.observations WHERE series_id = 'q_store'"
+                )
+            ).one()
+            reasons = conn.execute(
+                text(
+                    "SELECT reason, count(*) FROM forecasting.quarantine "
+                    "WHERE series_id IN ('q_store', 'bad|id') GROUP BY reason"
+                )
+            ).all()
         return tuple(stored), dict(reasons)
 
     stored, reasons = state()

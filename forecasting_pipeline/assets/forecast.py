@@ -1,14 +1,13 @@
 """`predictions`: every model's forecast per series × window, stored for SQL consumers."""
 
-
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
 from forecasting_pipeline.assets.run_lineage import CODE_VERSION, note_run
 from forecasting_pipeline.assets.training import _SAME_WINDOW
 from forecasting_pipeline.partitions import parse_series_date_key, series_date_partitions
-from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.storage.predictions import delete_stale_predictions, upsert_predictions
 
 

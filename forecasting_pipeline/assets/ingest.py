@@ -1,6 +1,5 @@
 """`raw_observations`: landed rows of one series in one date window, validated and stored."""
 
-
 import pandas as pd
 from dagster import AssetExecutionContext, BackfillPolicy, asset
 

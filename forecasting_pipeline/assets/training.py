@@ -1,6 +1,5 @@
 """Training stage: the cross-series panel, global neural models and local statistical models."""
 
-
 import pandas as pd
 from dagster import (
     AssetDep,
@@ -34,7 +33,12 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
 from forecasting_pipeline.schemas import DS, INTERVAL_LEVELS, UNIQUE_ID, Y, empty_forecast_frame
-from forecasting_pipeline.storage.lineage import MetricRecord, ModelRecord, record_metrics, register_model
+from forecasting_pipeline.storage.lineage import (
+    MetricRecord,
+    ModelRecord,
+    record_metrics,
+    register_model,
+)
 from forecasting_pipeline.storage.observations import read_panel
 
 # A window-level asset reads the series × date cells of the same window.
@@ -79,7 +83,8 @@ class GlobalModelConfig(Config):
 
     model: str = Field(default="NHITS", description="Name in the global model catalog.")
     input_size: int | None = Field(
-        default=None, description="Lookback steps; default: the larger of 2 × horizon and 2 seasons."
+        default=None,
+        description="Lookback steps; default: the larger of 2 × horizon and 2 seasons.",
     )
     max_steps: int = Field(default=300, gt=0)
     learning_rate: float = Field(default=1e-3, gt=0)

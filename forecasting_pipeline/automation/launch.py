@@ -49,7 +49,13 @@ def ingest_windows(
     """One run over the rectangle first..last window × series_ids (ids in partition order)."""
     start, _ = series_date_range(first_window, series_ids)
     _, end = series_date_range(last_window, series_ids)
-    return _execute(ingest_job.name, instance, {RANGE_START_TAG: start, RANGE_END_TAG: end}, run_config, log_level)
+    return _execute(
+        ingest_job.name,
+        instance,
+        {RANGE_START_TAG: start, RANGE_END_TAG: end},
+        run_config,
+        log_level,
+    )
 
 
 def train_window(
@@ -60,7 +66,11 @@ def train_window(
     log_level: str = "WARNING",
 ) -> ExecuteInProcessResult:
     return _execute(
-        train_job.name, instance, {RANGE_START_TAG: window, RANGE_END_TAG: window}, run_config, log_level
+        train_job.name,
+        instance,
+        {RANGE_START_TAG: window, RANGE_END_TAG: window},
+        run_config,
+        log_level,
     )
 
 
@@ -73,4 +83,10 @@ def forecast_window(
     log_level: str = "WARNING",
 ) -> ExecuteInProcessResult:
     start, end = series_date_range(window, series_ids)
-    return _execute(forecast_job.name, instance, {RANGE_START_TAG: start, RANGE_END_TAG: end}, run_config, log_level)
+    return _execute(
+        forecast_job.name,
+        instance,
+        {RANGE_START_TAG: start, RANGE_END_TAG: end},
+        run_config,
+        log_level,
+    )

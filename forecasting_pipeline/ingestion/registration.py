@@ -72,7 +72,9 @@ def register_landed_series(
             freq: str | None = infer_series_frequency(pd.Series(row["timestamps"]))
         except FrequencyError:
             freq = None
-        records.append(SeriesRecord(row[UNIQUE_ID], dataset.dataset_id, freq, row["first_ts"], row["last_ts"]))
+        records.append(
+            SeriesRecord(row[UNIQUE_ID], dataset.dataset_id, freq, row["first_ts"], row["last_ts"])
+        )
 
     with database.transaction() as conn:
         for dataset in datasets.values():

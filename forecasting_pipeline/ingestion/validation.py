@@ -60,12 +60,15 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
     )
     series_ok = pl.col(UNIQUE_ID).map_elements(_series_id_ok, return_dtype=pl.Boolean)
     driver_reasons = [
-        pl.when(pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "") & pl.col(f"_d_{c}").is_null())
-        .then(pl.lit(f"non-numeric driver {c}"))
+        pl.when(
+            pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "") & pl.col(f"_d_{c}").is_null()
+        ).then(pl.lit(f"non-numeric driver {c}"))
         for c in drivers
     ]
     reason = pl.coalesce(
-        pl.when(pl.col(UNIQUE_ID).is_null() | (pl.col(UNIQUE_ID).str.strip_chars() == "")).then(pl.lit("missing series id")),
+        pl.when(pl.col(UNIQUE_ID).is_null() | (pl.col(UNIQUE_ID).str.strip_chars() == "")).then(
+            pl.lit("missing series id")
+        ),
         pl.when(~series_ok).then(pl.lit("series id not usable as a partition key")),
         pl.when(pl.col("_ds").is_null()).then(pl.lit("unparseable timestamp")),
         pl.when(pl.col("_y").is_null()).then(pl.lit("missing or non-numeric target")),
@@ -85,16 +88,23 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
         .alias(REASON)
     )
     superseded = ok.filter(pl.col(REASON).is_not_null())
-    valid = ok.filter(pl.col(REASON).is_null()).select(
-        pl.col(UNIQUE_ID),
-        pl.col("_ds").alias(DS),
-        pl.col("_y").alias(Y),
-        *[pl.col(f"_d_{c}").alias(c) for c in drivers],
-        pl.col(SOURCE),
-        pl.col(SOURCE_ROW),
-    ).sort([UNIQUE_ID, DS])
+    valid = (
+        ok.filter(pl.col(REASON).is_null())
+        .select(
+            pl.col(UNIQUE_ID),
+            pl.col("_ds").alias(DS),
+            pl.col("_y").alias(Y),
+            *[pl.col(f"_d_{c}").alias(c) for c in drivers],
+            pl.col(SOURCE),
+            pl.col(SOURCE_ROW),
+        )
+        .sort([UNIQUE_ID, DS])
+    )
     raw_columns = [*rows.columns, REASON]
     quarantined = pl.concat(
-        [checked.filter(pl.col(REASON).is_not_null()).select(raw_columns), superseded.select(raw_columns)]
+        [
+            checked.filter(pl.col(REASON).is_not_null()).select(raw_columns),
+            superseded.select(raw_columns),
+        ]
     )
     return ValidatedRows(valid=valid, quarantined=quarantined)

@@ -76,8 +76,7 @@ def _build_seasonal_naive(season: int) -> Any:
 
 
 LOCAL_MODELS: dict[str, LocalModelSpec] = {
-    spec.name: spec
-    for spec in (LocalModelSpec(name="SeasonalNaive", build=_build_seasonal_naive),)
+    spec.name: spec for spec in (LocalModelSpec(name="SeasonalNaive", build=_build_seasonal_naive),)
 }
 
 

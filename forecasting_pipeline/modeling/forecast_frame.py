@@ -55,9 +55,7 @@ def to_forecast_frame(
 ) -> pd.DataFrame:
     """Normalize a wide forecast; `cutoffs` maps unique_id -> last observed timestamp."""
     frame = raw.reset_index() if UNIQUE_ID not in raw.columns else raw.copy()
-    bounds = tuple(
-        f"{interval_prefix}-{side}-{level}" for level in INTERVAL_LEVELS for side in ("lo", "hi")
-    )
+    bounds = tuple(f"{interval_prefix}-{side}-{level}" for level in INTERVAL_LEVELS for side in ("lo", "hi"))
     require_columns(frame, (UNIQUE_ID, DS, point_column, *bounds), f"{model_name} forecast")
     out = pd.DataFrame(
         {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 
 from forecasting_pipeline.schemas import DS, UNIQUE_ID
@@ -23,10 +25,31 @@ def infer_series_frequency(timestamps: pd.Series) -> str:
         raise FrequencyError(f"need at least 3 timestamps to infer a frequency, got {len(ordered)}")
     inferred = pd.infer_freq(ordered[: min(len(ordered), 50)])
     if inferred is None:
-        # Gaps defeat infer_freq; fall back to the most common step if it is a clean offset.
-        step = pd.Series(ordered[1:] - ordered[:-1]).mode().iloc[0]
-        inferred = pd.tseries.frequencies.to_offset(step).freqstr
+        inferred = _frequency_between_gaps(ordered)
     return _normalize_alias(inferred)
+
+
+_RUN = 5  # consecutive timestamps pandas needs to name a calendar frequency reliably
+_SAMPLED_RUNS = 25
+
+
+def _frequency_between_gaps(ordered: pd.DatetimeIndex) -> str:
+    """Gaps defeat `infer_freq` on the whole series; ask it about short gap-free runs instead.
+
+    The most common answer over evenly spread runs keeps calendar offsets (`W-SUN`, `MS`) that a
+    plain modal step (`7D`, `31D`) would lose. Falls back to the modal step when no run names one.
+    """
+    starts = range(0, len(ordered) - _RUN + 1)
+    stride = max(len(starts) // _SAMPLED_RUNS, 1)
+    votes = Counter(
+        answer
+        for start in starts[::stride]
+        if (answer := pd.infer_freq(ordered[start : start + _RUN])) is not None
+    )
+    if votes:
+        return votes.most_common(1)[0][0]
+    step = pd.Series(ordered[1:] - ordered[:-1]).mode().iloc[0]
+    return pd.tseries.frequencies.to_offset(step).freqstr
 
 
 def _normalize_alias(alias: str) -> str:

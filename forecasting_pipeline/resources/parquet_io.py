@@ -83,8 +83,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         if not context.has_asset_partitions:
             return _read(self._path(context, None), want_polars)
         return {
-            str(key): _read(self._path(context, key), want_polars)
-            for key in context.asset_partition_keys
+            str(key): _read(self._path(context, key), want_polars) for key in context.asset_partition_keys
         }
 
 
@@ -110,8 +109,6 @@ def _write(path: Path, frame: Frame) -> int:
 
 def _read(path: Path, want_polars: bool) -> Frame:
     if not path.exists():
-        raise FileNotFoundError(
-            f"no stored output at {path}: materialize the upstream partition first"
-        )
+        raise FileNotFoundError(f"no stored output at {path}: materialize the upstream partition first")
     table = pl.read_parquet(path)
     return table if want_polars else table.to_pandas()

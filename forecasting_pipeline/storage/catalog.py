@@ -57,3 +57,7 @@ def register_series(conn: Connection, series: Iterable[SeriesRecord]) -> int:
 def known_series(conn: Connection) -> list[str]:
     return list(conn.execute(text(f"SELECT series_id FROM {SCHEMA}.{SERIES} ORDER BY series_id")).scalars())
 
+
+def newest_observation_ts(conn: Connection) -> datetime | None:
+    """The latest timestamp of any registered series (None before any registration)."""
+    return conn.execute(text(f"SELECT max(last_ts) FROM {SCHEMA}.{SERIES}")).scalar()

@@ -51,7 +51,9 @@ def quarantine_rows(conn: Connection, rejected: pl.DataFrame, run_id: str | None
         for record in rejected.iter_rows(named=True):
             raw = {k: v for k, v in record.items() if k not in (REASON, SOURCE, SOURCE_ROW)}
             fingerprint_source = json.dumps(
-                [record[SOURCE], record[SOURCE_ROW], raw, record[REASON]], sort_keys=True, default=str
+                [record[SOURCE], record[SOURCE_ROW], raw, record[REASON]],
+                sort_keys=True,
+                default=str,
             )
             yield {
                 "fingerprint": hashlib.sha256(fingerprint_source.encode()).hexdigest(),

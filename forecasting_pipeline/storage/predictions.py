@@ -37,7 +37,12 @@ def delete_stale_predictions(
             f"DELETE FROM {SCHEMA}.{PREDICTIONS} WHERE series_id = :series_id "
             "AND window_key = :window_key AND (step > :max_step OR NOT (model_name = ANY(:models)))"
         ),
-        {"series_id": series_id, "window_key": window_key, "max_step": max_step, "models": model_names},
+        {
+            "series_id": series_id,
+            "window_key": window_key,
+            "max_step": max_step,
+            "models": model_names,
+        },
     )
     return result.rowcount
 
