@@ -39,7 +39,7 @@ CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", \
 FROM python:3.11-slim AS app
 
 # Optional: install torch from another index before the project's dependencies,
-# e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for a
+# e.g. --build-arg TORCH_INDEX_URL=<PyTorch CPU wheel index URL> for a
 # CPU-only image. Empty (the default) keeps PyPI's Linux wheel, which is the CUDA
 # build a GPU host wants. Keep TORCH_VERSION equal to the pin in pyproject.toml
 # (a "+cpu" local version still satisfies the "==" pin).
