@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from forecasting_pipeline.assets.conventions import GPU_POOL
 from forecasting_pipeline.resources.database import engine_for
 from forecasting_pipeline.settings import (
     DAGSTER_HOME_VAR,
@@ -23,7 +24,6 @@ from forecasting_pipeline.settings import (
 from forecasting_pipeline.storage.embedded import start_embedded_server, with_psycopg2_driver
 from forecasting_pipeline.storage.migrations import apply_migrations
 
-GPU_POOL = "gpu"
 GPU_POOL_LIMIT = 1
 INSTANCE_CONFIG = REPO_ROOT / "dagster.yaml"
 

@@ -21,6 +21,7 @@ from dagster import (
     DynamicPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
     TimeWindowPartitionsDefinition,
 )
 
@@ -81,6 +82,9 @@ date_partitions = build_date_partitions(load_settings())
 series_date_partitions = MultiPartitionsDefinition(
     {SERIES_DIMENSION: series_partitions, DATE_DIMENSION: date_partitions}
 )
+
+# A window-level asset reads (or is read by) the series × date cells of the same window.
+SAME_WINDOW = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIMENSION)
 
 
 @dataclass(frozen=True, order=True)

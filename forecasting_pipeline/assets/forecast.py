@@ -1,26 +1,22 @@
 """`predictions`: every model's forecast per series × window, stored for SQL consumers."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
+from dagster import AssetExecutionContext, AssetIn
 
-from forecasting_pipeline.assets.run_lineage import CODE_VERSION, note_run
-from forecasting_pipeline.assets.training import _SAME_WINDOW
-from forecasting_pipeline.partitions import parse_series_date_key, series_date_partitions
+from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
+from forecasting_pipeline.partitions import SAME_WINDOW, parse_series_date_key, series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.storage.predictions import delete_stale_predictions, upsert_predictions
 
 
-@asset(
+@pipeline_asset(
     partitions_def=series_date_partitions,
     ins={
-        "global_models": AssetIn(partition_mapping=_SAME_WINDOW),
+        "global_models": AssetIn(partition_mapping=SAME_WINDOW),
         "local_models": AssetIn(),
     },
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="parquet_io_manager",
     group_name="forecast",
-    code_version=CODE_VERSION,
     kinds={"postgres"},
 )
 def predictions(

@@ -1,9 +1,9 @@
 """`raw_observations`: landed rows of one series in one date window, validated and stored."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, asset
+from dagster import AssetExecutionContext
 
-from forecasting_pipeline.assets.run_lineage import CODE_VERSION, note_run
+from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
 from forecasting_pipeline.ingestion.validation import validate_rows
 from forecasting_pipeline.partitions import (
     parse_series_date_key,
@@ -16,12 +16,9 @@ from forecasting_pipeline.schemas import UNIQUE_ID, WINDOW_KEY
 from forecasting_pipeline.storage.observations import quarantine_rows, upsert_observations
 
 
-@asset(
+@pipeline_asset(
     partitions_def=series_date_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="parquet_io_manager",
     group_name="ingest",
-    code_version=CODE_VERSION,
     kinds={"polars", "postgres"},
 )
 def raw_observations(

@@ -5,15 +5,12 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     Config,
-    MultiToSingleDimensionPartitionMapping,
-    asset,
 )
 from pydantic import Field
 
+from forecasting_pipeline.assets.conventions import GPU_POOL, note_run, pipeline_asset
 from forecasting_pipeline.assets.ingest import raw_observations
-from forecasting_pipeline.assets.run_lineage import CODE_VERSION, note_run
 from forecasting_pipeline.modeling.catalog import (
     GlobalModelParams,
     global_model_spec,
@@ -22,7 +19,7 @@ from forecasting_pipeline.modeling.catalog import (
 from forecasting_pipeline.modeling.forecast_frame import last_timestamps, to_forecast_frame
 from forecasting_pipeline.modeling.frequency import panel_frequency, season_length
 from forecasting_pipeline.partitions import (
-    DATE_DIMENSION,
+    SAME_WINDOW,
     date_partitions,
     parse_series_date_key,
     series_date_partitions,
@@ -41,22 +38,16 @@ from forecasting_pipeline.storage.lineage import (
 )
 from forecasting_pipeline.storage.observations import read_panel
 
-# A window-level asset reads the series × date cells of the same window.
-_SAME_WINDOW = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIMENSION)
-
 
 def _model_version(window: str, run_id: str) -> str:
     """Unique per training window and run; readable in the UI and in SQL."""
     return f"{window}.{run_id[:8]}"
 
 
-@asset(
+@pipeline_asset(
     partitions_def=date_partitions,
-    deps=[AssetDep(raw_observations, partition_mapping=_SAME_WINDOW)],
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="parquet_io_manager",
+    deps=[AssetDep(raw_observations, partition_mapping=SAME_WINDOW)],
     group_name="training",
-    code_version=CODE_VERSION,
     kinds={"pandas", "postgres"},
 )
 def training_panel(context: AssetExecutionContext, database: DatabaseResource) -> dict[str, pd.DataFrame]:
@@ -92,13 +83,10 @@ class GlobalModelConfig(Config):
     seed: int = Field(default=1)
 
 
-@asset(
+@pipeline_asset(
     partitions_def=date_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="parquet_io_manager",
     group_name="training",
-    code_version=CODE_VERSION,
-    pool="gpu",
+    pool=GPU_POOL,
     kinds={"pytorch", "neuralforecast"},
 )
 def global_models(
@@ -184,13 +172,10 @@ class LocalModelConfig(Config):
     model: str = Field(default="SeasonalNaive", description="Name in the local model catalog.")
 
 
-@asset(
+@pipeline_asset(
     partitions_def=series_date_partitions,
-    ins={"training_panel": AssetIn(partition_mapping=_SAME_WINDOW)},
-    backfill_policy=BackfillPolicy.single_run(),
-    io_manager_key="parquet_io_manager",
+    ins={"training_panel": AssetIn(partition_mapping=SAME_WINDOW)},
     group_name="training",
-    code_version=CODE_VERSION,
     kinds={"statsforecast"},
 )
 def local_models(

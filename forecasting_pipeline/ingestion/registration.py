@@ -86,10 +86,9 @@ def register_landed_series(
     new_ids = [r.series_id for r in records if r.series_id not in existing]
     if new_ids:
         instance.add_dynamic_partitions(series_partitions.name, new_ids)
-    ordered = [key for key in instance.get_dynamic_partitions(series_partitions.name)]
     landed = {r.series_id for r in records}
     return Registration(
-        series_ids=[key for key in ordered if key in landed],
+        series_ids=[key for key in instance.get_dynamic_partitions(series_partitions.name) if key in landed],
         new_series_ids=new_ids,
         quarantined_rows=quarantined,
     )

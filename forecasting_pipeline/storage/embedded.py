@@ -7,6 +7,7 @@ it; `forecasting-pipeline db stop` stops it.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def stop_embedded_server(data_dir: Path) -> bool:
     command = [str(pg_ctl), "-D", str(data_dir), "-m", "fast", "-w", "stop"]
     if owner != _current_user():
         # As root, pgserver runs the server as its own system user; stop it as that user.
-        command = ["su", owner, "-s", "/bin/sh", "-c", " ".join(command)]
+        command = ["su", owner, "-s", "/bin/sh", "-c", shlex.join(command)]
     subprocess.run(command, check=True, capture_output=True)
     return True
 
