@@ -27,9 +27,15 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", PROBE], check=True)
         timings.append(time.perf_counter() - started)
     heavy = subprocess.run(
-        [sys.executable, "-c", PROBE + "; import sys; print(sorted({'neuralforecast','torch',"
-         "'great_expectations','mlflow','statsforecast'} & set(sys.modules)))"],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            PROBE + "; import sys; print(sorted({'neuralforecast','torch',"
+            "'great_expectations','mlflow','statsforecast'} & set(sys.modules)))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     result = {
         "what": "fresh-interpreter import of forecasting_pipeline.definitions + asset graph resolve",

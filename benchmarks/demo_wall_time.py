@@ -28,9 +28,18 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def _prediction_rows(home: Path) -> int:
     done = subprocess.run(
-        ["psql", "-h", str(home / "pgdata"), "-U", "postgres", "-tAc",
-         "SELECT count(*) FROM forecasting.predictions"],
-        check=True, capture_output=True, text=True,
+        [
+            "psql",
+            "-h",
+            str(home / "pgdata"),
+            "-U",
+            "postgres",
+            "-tAc",
+            "SELECT count(*) FROM forecasting.predictions",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return int(done.stdout.strip())
 
