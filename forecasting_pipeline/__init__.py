@@ -1,6 +1,12 @@
 """forecasting-pipeline: time-series forecasting as a partitioned Dagster asset graph."""
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
+
+# BackfillPolicy.single_run() and MultiToSingleDimensionPartitionMapping are how a backfill of
+# many series runs as one vectorized run and how window-level assets read series × date cells.
+# Dagster marks them beta; they are its documented way, so the warnings are noise at every load.
+warnings.filterwarnings("ignore", message=r"(Class|Parameter) `\w+`.* is currently in beta")
 
 try:
     __version__ = version("forecasting-pipeline")

@@ -126,8 +126,9 @@ def _print_forecasts(deployment, window: str) -> None:
     with engine_for(deployment.database_url).connect() as conn:
         rows = forecast_summary(conn, window)
     click.echo(f"\nForecasts of window {window} (table forecasting.predictions):")
+    width = max([len("series"), *(len(row["series_id"]) for row in rows)])
     header = (
-        f"{'series':<10} {'model':<14} {'version':<20} {'from':<17} {'steps':>5} "
+        f"{'series':<{width}} {'model':<14} {'version':<20} {'from':<17} {'steps':>5} "
         f"{'step 1':>8} {'95% interval, step 1':>22} {'mean':>8} {'80% width':>10} {'95% width':>10}"
     )
     click.echo(header)
@@ -135,7 +136,7 @@ def _print_forecasts(deployment, window: str) -> None:
     for row in rows:
         interval = f"[{row['first_lo_95']:.2f}, {row['first_hi_95']:.2f}]"
         click.echo(
-            f"{row['series_id']:<10} {row['model_name']:<14} {row['model_version']:<20} "
+            f"{row['series_id']:<{width}} {row['model_name']:<14} {row['model_version']:<20} "
             f"{row['first_ds']:%Y-%m-%d %H:%M} {row['steps']:>5} {row['first_yhat']:>8.2f} "
             f"{interval:>22} {row['mean_yhat']:>8.2f} "
             f"{row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f}"
