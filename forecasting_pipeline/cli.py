@@ -87,7 +87,9 @@ def demo(dataset: str | None, max_steps: int) -> None:
     _echo_step(2, total, f"landed bundled dataset {chosen.name} -> {landed}")
     instance = _instance()
     try:
-        ingested = operations.ingest(instance, deployment, progress=lambda m: _echo_step(3, total, m))
+        ingested = operations.ingest(
+            instance, deployment, progress=lambda m: _echo_step(3, total, m), show_steps=True
+        )
         _echo_step(
             3,
             total,
@@ -105,6 +107,7 @@ def demo(dataset: str | None, max_steps: int) -> None:
             ingested.latest_window,
             ingested.registration.series_ids,
             global_model_config={"max_steps": max_steps},
+            show_steps=True,
         )
         _echo_step(
             5,
@@ -159,7 +162,7 @@ def ingest(files: tuple[Path, ...]) -> None:
             raise click.ClickException(f"{path}: only .csv and .parquet files can be landed")
         shutil.copyfile(path, landing / path.name)
     try:
-        summary = operations.ingest(_instance(), deployment, progress=click.echo)
+        summary = operations.ingest(_instance(), deployment, progress=click.echo, show_steps=True)
     except operations.PipelineRunError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -188,6 +191,7 @@ def forecast(window: str | None, max_steps: int | None) -> None:
             window,
             series_ids,
             global_model_config={"max_steps": max_steps} if max_steps else None,
+            show_steps=True,
         )
     except operations.PipelineRunError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -6,12 +6,13 @@ reload): heavy libraries are imported inside assets and resource methods, never 
 
 from __future__ import annotations
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, colored_console_logger
 
 from forecasting_pipeline.assets.forecast import predictions
 from forecasting_pipeline.assets.ingest import raw_observations
 from forecasting_pipeline.assets.training import global_models, local_models, training_panel
 from forecasting_pipeline.automation.jobs import JOBS
+from forecasting_pipeline.automation.progress import progress_logger
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
@@ -37,4 +38,6 @@ defs = Definitions(
     assets=[raw_observations, training_panel, global_models, local_models, predictions],
     jobs=JOBS,
     resources=build_resources(load_settings()),
+    # Only loggers named in a run's config are used; without any, Dagster's console default.
+    loggers={"console": colored_console_logger, "progress": progress_logger},
 )

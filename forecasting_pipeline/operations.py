@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, ExecuteInProcessResult
 
 from forecasting_pipeline.automation import launch
 from forecasting_pipeline.bootstrap import Deployment
@@ -46,9 +46,25 @@ class ForecastSummary:
     series_ids: list[str] = field(default_factory=list)
 
 
-def _check(result: Any, what: str) -> None:
-    if not result.success:
-        raise PipelineRunError(f"{what} failed in Dagster run {result.run_id}; see the run in the UI")
+def _root_cause(error: Any) -> str:
+    """Dagster wraps the asset's exception; the user needs the innermost message."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def _check(result: ExecuteInProcessResult, what: str) -> None:
+    """Turn a failed run into one readable error naming the step, its error and the run."""
+    if result.success:
+        return
+    failures = [
+        f"{event.step_key}: {_root_cause(event.step_failure_data.error)}"
+        for event in result.all_events
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error
+    ]
+    raise PipelineRunError(
+        f"{what} failed in Dagster run {result.run_id}: {'; '.join(failures) or 'see the run in the UI'}"
+    )
 
 
 def latest_window(database: DatabaseResource) -> str:
@@ -69,6 +85,7 @@ def ingest(
     *,
     run_config: Mapping[str, Any] | None = None,
     progress: Progress = print,
+    show_steps: bool = False,
 ) -> IngestSummary:
     """Register landed series as partitions, then ingest every window up to the newest data."""
     database = DatabaseResource(url=deployment.database_url)
@@ -83,7 +100,9 @@ def ingest(
     )
     first, last = date_partitions.get_first_partition_key(), latest_window(database)
     started = time.perf_counter()
-    result = launch.ingest_windows(instance, first, last, registration.series_ids, run_config=run_config)
+    result = launch.ingest_windows(
+        instance, first, last, registration.series_ids, run_config=run_config, show_steps=show_steps
+    )
     _check(result, "ingestion")
     return IngestSummary(registration, first, last, result.run_id, time.perf_counter() - started)
 
@@ -94,6 +113,7 @@ def forecast(
     series_ids: list[str],
     *,
     global_model_config: Mapping[str, Any] | None = None,
+    show_steps: bool = False,
 ) -> ForecastSummary:
     """Train the global models for `window`, then forecast every series with every model.
 
@@ -103,11 +123,11 @@ def forecast(
         {"ops": {"global_models": {"config": dict(global_model_config)}}} if global_model_config else None
     )
     started = time.perf_counter()
-    trained = launch.train_window(instance, window, run_config=train_config)
+    trained = launch.train_window(instance, window, run_config=train_config, show_steps=show_steps)
     _check(trained, f"training for window {window}")
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    forecasted = launch.forecast_window(instance, window, series_ids)
+    forecasted = launch.forecast_window(instance, window, series_ids, show_steps=show_steps)
     _check(forecasted, f"forecasting for window {window}")
     return ForecastSummary(
         window,

@@ -188,3 +188,8 @@ def test_training_panel_holds_all_history_up_to_its_window(pipeline, instance, d
     expected = data[data["ds"] < "2016-10-23"].groupby("unique_id").size().to_dict()
     assert panel.groupby("unique_id").size().to_dict() == expected
     assert panel["ds"].max() == pd.Timestamp("2016-10-22 23:00")
+
+
+def test_a_failing_step_is_reported_with_its_error_and_run(pipeline, instance):
+    with pytest.raises(operations.PipelineRunError, match=r"global_models: .*unknown global model 'NOPE'"):
+        operations.forecast(instance, LATEST_WINDOW, SERIES, global_model_config={"model": "NOPE"})

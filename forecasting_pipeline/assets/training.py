@@ -232,4 +232,8 @@ def local_models(
                     )
         for cell in window_cells:
             outputs[str(cell.key)] = forecast[forecast[UNIQUE_ID] == cell.series_id].reset_index(drop=True)
+        context.log.info(
+            f"window {window}: {spec.name} forecasts for {forecast[UNIQUE_ID].nunique()} "
+            f"of {len(window_cells)} series"
+        )
     return outputs

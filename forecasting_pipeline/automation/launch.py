@@ -16,24 +16,30 @@ from forecasting_pipeline.partitions import series_date_range
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-
-def _quiet(run_config: Mapping[str, Any] | None, log_level: str) -> dict[str, Any]:
-    config = dict(run_config or {})
-    config.setdefault("loggers", {"console": {"config": {"log_level": log_level}}})
-    return config
+# Terminal output of in-process runs: compact step lines, or only warnings and errors.
+STEP_LINES = {"progress": {}}
+WARNINGS_ONLY = {"console": {"config": {"log_level": "WARNING"}}}
 
 
-def _execute(
+def run_partition_range(
     job_name: str,
     instance: DagsterInstance,
-    tags: Mapping[str, str],
-    run_config: Mapping[str, Any] | None,
-    log_level: str,
+    first_key: str,
+    last_key: str,
+    *,
+    run_config: Mapping[str, Any] | None = None,
+    show_steps: bool = False,
 ) -> ExecuteInProcessResult:
+    """One in-process run of `job_name` over the partition range first_key..last_key."""
     from forecasting_pipeline.definitions import defs
 
+    config = dict(run_config or {})
+    config.setdefault("loggers", STEP_LINES if show_steps else WARNINGS_ONLY)
     return defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, tags=dict(tags), run_config=_quiet(run_config, log_level)
+        instance=instance,
+        tags={RANGE_START_TAG: first_key, RANGE_END_TAG: last_key},
+        run_config=config,
+        raise_on_error=False,  # callers report the failed step instead of a traceback
     )
 
 
@@ -42,51 +48,20 @@ def ingest_windows(
     first_window: str,
     last_window: str,
     series_ids: list[str],
-    *,
-    run_config: Mapping[str, Any] | None = None,
-    log_level: str = "WARNING",
+    **options: Any,
 ) -> ExecuteInProcessResult:
     """One run over the rectangle first..last window × series_ids (ids in partition order)."""
     start, _ = series_date_range(first_window, series_ids)
     _, end = series_date_range(last_window, series_ids)
-    return _execute(
-        ingest_job.name,
-        instance,
-        {RANGE_START_TAG: start, RANGE_END_TAG: end},
-        run_config,
-        log_level,
-    )
+    return run_partition_range(ingest_job.name, instance, start, end, **options)
 
 
-def train_window(
-    instance: DagsterInstance,
-    window: str,
-    *,
-    run_config: Mapping[str, Any] | None = None,
-    log_level: str = "WARNING",
-) -> ExecuteInProcessResult:
-    return _execute(
-        train_job.name,
-        instance,
-        {RANGE_START_TAG: window, RANGE_END_TAG: window},
-        run_config,
-        log_level,
-    )
+def train_window(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:
+    return run_partition_range(train_job.name, instance, window, window, **options)
 
 
 def forecast_window(
-    instance: DagsterInstance,
-    window: str,
-    series_ids: list[str],
-    *,
-    run_config: Mapping[str, Any] | None = None,
-    log_level: str = "WARNING",
+    instance: DagsterInstance, window: str, series_ids: list[str], **options: Any
 ) -> ExecuteInProcessResult:
     start, end = series_date_range(window, series_ids)
-    return _execute(
-        forecast_job.name,
-        instance,
-        {RANGE_START_TAG: start, RANGE_END_TAG: end},
-        run_config,
-        log_level,
-    )
+    return run_partition_range(forecast_job.name, instance, start, end, **options)
