@@ -28,10 +28,13 @@ def _deployment():
 def _instance():
     from dagster import DagsterInstance
 
+    from forecasting_pipeline.automation.recovery import fail_orphaned_runs
     from forecasting_pipeline.bootstrap import limit_gpu_pool
 
     instance = DagsterInstance.get()
     limit_gpu_pool(instance)
+    for run_id in fail_orphaned_runs(instance):
+        click.echo(f"run {run_id} was killed before it finished: marked failed, its partitions can re-run")
     return instance
 
 

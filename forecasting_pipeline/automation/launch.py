@@ -11,6 +11,7 @@ from typing import Any
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from forecasting_pipeline.automation.jobs import forecast_job, ingest_job, train_job
+from forecasting_pipeline.automation.recovery import launcher_tags
 from forecasting_pipeline.partitions import series_date_range
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -37,7 +38,7 @@ def run_partition_range(
     config.setdefault("loggers", STEP_LINES if show_steps else WARNINGS_ONLY)
     return defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
-        tags={RANGE_START_TAG: first_key, RANGE_END_TAG: last_key},
+        tags={RANGE_START_TAG: first_key, RANGE_END_TAG: last_key, **launcher_tags()},
         run_config=config,
         raise_on_error=False,  # callers report the failed step instead of a traceback
     )
