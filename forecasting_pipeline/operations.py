@@ -92,7 +92,10 @@ def ingest(
     landing = LandingZoneResource(path=str(deployment.settings.landing_dir))
     registration = register_landed_series(instance, database, landing)
     if not registration.series_ids:
-        raise PipelineRunError(f"no usable series in {landing.folder}")
+        raise PipelineRunError(
+            f"no usable series in {landing.folder}: {registration.quarantined_rows} rows were refused "
+            "and kept with their reasons in forecasting.quarantine"
+        )
     progress(
         f"registered {len(registration.series_ids)} series as partitions "
         f"({len(registration.new_series_ids)} new): {', '.join(registration.series_ids[:8])}"

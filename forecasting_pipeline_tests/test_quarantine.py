@@ -95,3 +95,22 @@ def test_bad_rows_are_quarantined_with_reasons_and_reruns_add_nothing(
     register_landed_series(instance, database, landing)
     assert _materialize(instance, deployment, landing).success
     assert state() == (stored, reasons)
+
+
+def test_a_file_without_a_target_column_registers_nothing_and_loses_nothing(
+    deployment, instance, db_engine, tmp_path
+):
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    (folder / "no_target.csv").write_text("unique_id,ds,value\nq_no_target,2016-10-30 00:00,1\n")
+    database = DatabaseResource(url=deployment.database_url)
+
+    registration = register_landed_series(instance, database, LandingZoneResource(path=str(folder)))
+
+    assert registration.series_ids == [] and registration.quarantined_rows == 1
+    assert "q_no_target" not in instance.get_dynamic_partitions("series")
+    with db_engine.connect() as conn:
+        reason = conn.execute(
+            text("SELECT reason FROM forecasting.quarantine WHERE series_id = 'q_no_target'")
+        ).scalar_one()
+    assert reason == "landed data has no 'y' column"

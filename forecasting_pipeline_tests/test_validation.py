@@ -201,7 +201,9 @@ def test_every_row_comes_out_exactly_once():
     assert result.valid.select("unique_id", "source_row").rows() == [("DE", 9), ("FR", 7), ("FR", 2)]
 
 
-def test_missing_target_column_is_an_error():
-    rows = _rows([("FR", "2020-01-01", "1")]).drop("y")
-    with pytest.raises(ValueError, match="'y'"):
-        validate_rows(rows)
+def test_data_without_a_target_column_is_quarantined_with_that_reason():
+    rows = _rows([("FR", "2020-01-01", "1"), ("DE", "2020-01-02", "2")]).drop("y")
+    result = validate_rows(rows)
+    assert result.valid.height == 0
+    assert result.quarantined["reason"].to_list() == ["landed data has no 'y' column"] * 2
+    assert result.quarantined.columns == [*rows.columns, "reason"]

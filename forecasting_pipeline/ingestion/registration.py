@@ -13,7 +13,7 @@ import polars as pl
 from dagster import DagsterInstance
 
 from forecasting_pipeline.datasets import BUNDLED_DATASETS
-from forecasting_pipeline.ingestion.validation import REASON, validate_rows
+from forecasting_pipeline.ingestion.validation import validate_rows
 from forecasting_pipeline.modeling.frequency import FrequencyError, infer_series_frequency
 from forecasting_pipeline.partitions import series_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
@@ -26,9 +26,6 @@ from forecasting_pipeline.storage.catalog import (
     register_series,
 )
 from forecasting_pipeline.storage.observations import quarantine_rows
-
-# Rows that name no usable series belong to no partition; they are quarantined here.
-_SERIES_ID_REASONS = ("missing series id", "series id not usable as a partition key")
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,11 @@ def register_landed_series(
         )
         .sort(UNIQUE_ID)
     )
-    unusable = checked.quarantined.filter(pl.col(REASON).is_in(list(_SERIES_ID_REASONS)))
+    # Rows of ids that will not become partitions (unusable ids, or no valid row at all) belong
+    # to no `raw_observations` run, so they are quarantined here; the rest are, in the runs.
+    unusable = checked.quarantined.filter(
+        pl.col(UNIQUE_ID).is_null() | ~pl.col(UNIQUE_ID).is_in(spans[UNIQUE_ID].implode())
+    )
 
     records: list[SeriesRecord] = []
     datasets: dict[str, DatasetRecord] = {}

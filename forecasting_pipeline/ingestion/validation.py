@@ -45,13 +45,14 @@ def _parse_timestamps(raw: pl.Series) -> pl.Series:
 
 
 def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
-    """Parse and check landed text rows; later rows win over earlier duplicates."""
-    for column in (UNIQUE_ID, DS, Y):
-        if column not in rows.columns:
-            raise ValueError(
-                f"landed data has no {column!r} column (long format: unique_id, ds, y, drivers…); "
-                f"columns are {rows.columns}"
-            )
+    """Parse and check landed text rows; later rows win over earlier duplicates.
+
+    Data lacking a required column (long format: unique_id, ds, y, drivers…) is not an
+    exception: its rows are quarantined with a reason naming the column, so one malformed file
+    never blocks the others.
+    """
+    absent = [c for c in (UNIQUE_ID, DS, Y) if c not in rows.columns]
+    rows = rows.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c) for c in absent)
     drivers = [c for c in rows.columns if c not in _BOOKKEEPING]
     parsed = rows.with_columns(
         _parse_timestamps(rows[DS]),
@@ -66,6 +67,7 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
         for c in drivers
     ]
     reason = pl.coalesce(
+        *[pl.lit(f"landed data has no {c!r} column") for c in absent],
         pl.when(pl.col(UNIQUE_ID).is_null() | (pl.col(UNIQUE_ID).str.strip_chars() == "")).then(
             pl.lit("missing series id")
         ),
@@ -100,7 +102,7 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
         )
         .sort([UNIQUE_ID, DS])
     )
-    raw_columns = [*rows.columns, REASON]
+    raw_columns = [*(c for c in rows.columns if c not in absent), REASON]
     quarantined = pl.concat(
         [
             checked.filter(pl.col(REASON).is_not_null()).select(raw_columns),
