@@ -13,9 +13,11 @@ from forecasting_pipeline.assets.conventions import GPU_POOL, note_run, pipeline
 from forecasting_pipeline.assets.ingest import raw_observations
 from forecasting_pipeline.modeling.catalog import (
     GlobalModelParams,
+    LocalModelSpec,
     global_model_spec,
     local_model_spec,
 )
+from forecasting_pipeline.modeling.fitting import fit_global_model, fit_local_model
 from forecasting_pipeline.modeling.forecast_frame import last_timestamps, to_forecast_frame
 from forecasting_pipeline.modeling.frequency import panel_frequency, season_length
 from forecasting_pipeline.partitions import (
@@ -29,7 +31,7 @@ from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
-from forecasting_pipeline.schemas import DS, INTERVAL_LEVELS, UNIQUE_ID, Y, empty_forecast_frame
+from forecasting_pipeline.schemas import UNIQUE_ID, empty_forecast_frame
 from forecasting_pipeline.storage.lineage import (
     MetricRecord,
     ModelRecord,
@@ -37,6 +39,26 @@ from forecasting_pipeline.storage.lineage import (
     register_model,
 )
 from forecasting_pipeline.storage.observations import read_panel
+
+
+def _register_model(
+    context: AssetExecutionContext,
+    database: DatabaseResource,
+    model: ModelRecord,
+    metrics: dict[str, float] | None = None,
+) -> int:
+    """Store a trained model version (and its training metrics) with the run that made it."""
+    with database.transaction() as conn:
+        note_run(context, conn)
+        model_id = register_model(conn, model)
+        record_metrics(
+            conn,
+            [
+                MetricRecord(model_id, None, model.window_key, name, value, context.run_id)
+                for name, value in (metrics or {}).items()
+            ],
+        )
+    return model_id
 
 
 def _model_version(window: str, run_id: str) -> str:
@@ -103,8 +125,6 @@ def global_models(
     Runs in the `gpu` pool so concurrent runs never oversubscribe the accelerator; the device
     comes from the accelerator resource (CUDA when present, CPU otherwise).
     """
-    from neuralforecast import NeuralForecast
-
     spec = global_model_spec(config.model)
     trainer_kwargs = accelerator.trainer_kwargs()
     forecasts: dict[str, pd.DataFrame] = {}
@@ -123,37 +143,28 @@ def global_models(
             batch_size=config.batch_size,
             seed=config.seed,
         )
-        forecaster = NeuralForecast(models=[spec.build(params, trainer_kwargs)], freq=freq)
-        forecaster.fit(df=panel[[UNIQUE_ID, DS, Y]])
-        raw = forecaster.predict()
-
+        fit = fit_global_model(panel, spec, params, freq, trainer_kwargs)
         version = _model_version(window, context.run_id)
         artefact = model_store.version_dir(spec.name, version)
-        forecaster.save(path=str(artefact), overwrite=True, save_dataset=False)
-        fitted = forecaster.models[0]
-        train_losses = [float(loss) for _, loss in getattr(fitted, "train_trajectories", [])]
-        with database.transaction() as conn:
-            note_run(context, conn)
-            model_id = register_model(
-                conn,
-                ModelRecord(
-                    model_name=spec.name,
-                    model_version=version,
-                    scope="global",
-                    window_key=window,
-                    dagster_run_id=context.run_id,
-                    artifact_uri=artefact.as_uri(),
-                    device=trainer_kwargs["accelerator"],
-                    params={**params.__dict__, "freq": freq},
-                ),
-            )
-            if train_losses:
-                record_metrics(
-                    conn,
-                    [MetricRecord(model_id, None, window, "train_loss", train_losses[-1], context.run_id)],
-                )
+        fit.forecaster.save(path=str(artefact), overwrite=True, save_dataset=False)
+        final_loss = fit.train_losses[-1] if fit.train_losses else None
+        _register_model(
+            context,
+            database,
+            ModelRecord(
+                model_name=spec.name,
+                model_version=version,
+                scope="global",
+                window_key=window,
+                dagster_run_id=context.run_id,
+                artifact_uri=artefact.as_uri(),
+                device=trainer_kwargs["accelerator"],
+                params={**params.__dict__, "freq": freq},
+            ),
+            metrics={"train_loss": final_loss} if final_loss is not None else {},
+        )
         forecasts[window] = to_forecast_frame(
-            raw,
+            fit.raw_forecast,
             point_column=spec.point_column,
             interval_prefix=spec.name,
             model_name=spec.name,
@@ -163,7 +174,7 @@ def global_models(
         context.log.info(
             f"window {window}: trained {spec.name} {version} on {panel[UNIQUE_ID].nunique()} series "
             f"({trainer_kwargs['accelerator']}), final train loss "
-            f"{train_losses[-1] if train_losses else float('nan'):.4f}"
+            f"{final_loss if final_loss is not None else float('nan'):.4f}"
         )
     return forecasts
 
@@ -186,50 +197,13 @@ def local_models(
     forecast_policy: ForecastPolicyResource,
 ) -> dict[str, pd.DataFrame]:
     """A statistical baseline per series, fitted for all series of a window in one call."""
-    from statsforecast import StatsForecast
-
     spec = local_model_spec(config.model)
     cells = [parse_series_date_key(key) for key in context.partition_keys]
     outputs: dict[str, pd.DataFrame] = {}
     for window, panel in training_panel.items():
         window_cells = [cell for cell in cells if cell.window == window]
-        wanted = {cell.series_id for cell in window_cells}
-        history = panel.loc[panel[UNIQUE_ID].isin(wanted), [UNIQUE_ID, DS, Y]]
-        forecast = empty_forecast_frame()
-        if not history.empty:
-            freq = panel_frequency(history)
-            season = season_length(freq)
-            lengths = history.groupby(UNIQUE_ID).size()
-            too_short = sorted(lengths[lengths < season].index)
-            if too_short:
-                context.log.warning(f"window {window}: {too_short} have under one season of data")
-            fit_on = history[~history[UNIQUE_ID].isin(too_short)]
-            if not fit_on.empty:
-                version = _model_version(window, context.run_id)
-                raw = StatsForecast(models=[spec.build(season)], freq=freq, n_jobs=1).forecast(
-                    df=fit_on, h=forecast_policy.horizon, level=list(INTERVAL_LEVELS)
-                )
-                forecast = to_forecast_frame(
-                    raw,
-                    point_column=spec.name,
-                    interval_prefix=spec.name,
-                    model_name=spec.name,
-                    model_version=version,
-                    cutoffs=last_timestamps(fit_on),
-                )
-                with database.transaction() as conn:
-                    note_run(context, conn)
-                    register_model(
-                        conn,
-                        ModelRecord(
-                            model_name=spec.name,
-                            model_version=version,
-                            scope="local",
-                            window_key=window,
-                            dagster_run_id=context.run_id,
-                            params={"season_length": season, "freq": freq},
-                        ),
-                    )
+        history = panel[panel[UNIQUE_ID].isin({cell.series_id for cell in window_cells})]
+        forecast = _local_forecast(context, database, spec, window, history, forecast_policy.horizon)
         for cell in window_cells:
             outputs[str(cell.key)] = forecast[forecast[UNIQUE_ID] == cell.series_id].reset_index(drop=True)
         context.log.info(
@@ -237,3 +211,43 @@ def local_models(
             f"of {len(window_cells)} series"
         )
     return outputs
+
+
+def _local_forecast(
+    context: AssetExecutionContext,
+    database: DatabaseResource,
+    spec: LocalModelSpec,
+    window: str,
+    history: pd.DataFrame,
+    horizon: int,
+) -> pd.DataFrame:
+    """Fit the local model on one window's history and register the version it produced."""
+    if history.empty:
+        return empty_forecast_frame()
+    freq = panel_frequency(history)
+    fit = fit_local_model(history, spec, freq, horizon)
+    if fit.too_short:
+        context.log.warning(f"window {window}: {fit.too_short} have under one season of data")
+    if fit.raw_forecast is None:
+        return empty_forecast_frame()
+    version = _model_version(window, context.run_id)
+    _register_model(
+        context,
+        database,
+        ModelRecord(
+            model_name=spec.name,
+            model_version=version,
+            scope="local",
+            window_key=window,
+            dagster_run_id=context.run_id,
+            params={"season_length": fit.season, "freq": freq},
+        ),
+    )
+    return to_forecast_frame(
+        fit.raw_forecast,
+        point_column=spec.name,
+        interval_prefix=spec.name,
+        model_name=spec.name,
+        model_version=version,
+        cutoffs=last_timestamps(fit.fitted),
+    )
