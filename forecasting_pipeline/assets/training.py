@@ -18,7 +18,7 @@ from forecasting_pipeline.modeling.catalog import (
     local_model_spec,
 )
 from forecasting_pipeline.modeling.fitting import fit_global_model, fit_local_model
-from forecasting_pipeline.modeling.forecast_frame import last_timestamps, to_forecast_frame
+from forecasting_pipeline.modeling.forecast_frame import catalog_forecast_frame, last_timestamps
 from forecasting_pipeline.modeling.frequency import panel_frequency, season_length
 from forecasting_pipeline.partitions import (
     SAME_WINDOW,
@@ -152,8 +152,8 @@ def global_models(
             context,
             database,
             ModelRecord(
-                model_name=spec.name,
-                model_version=version,
+                spec.name,
+                version,
                 scope="global",
                 window_key=window,
                 dagster_run_id=context.run_id,
@@ -163,14 +163,7 @@ def global_models(
             ),
             metrics={"train_loss": final_loss} if final_loss is not None else {},
         )
-        forecasts[window] = to_forecast_frame(
-            fit.raw_forecast,
-            point_column=spec.point_column,
-            interval_prefix=spec.name,
-            model_name=spec.name,
-            model_version=version,
-            cutoffs=last_timestamps(panel),
-        )
+        forecasts[window] = catalog_forecast_frame(fit.raw_forecast, spec, version, last_timestamps(panel))
         context.log.info(
             f"window {window}: trained {spec.name} {version} on {panel[UNIQUE_ID].nunique()} series "
             f"({trainer_kwargs['accelerator']}), final train loss "
@@ -231,23 +224,7 @@ def _local_forecast(
     if fit.raw_forecast is None:
         return empty_forecast_frame()
     version = _model_version(window, context.run_id)
-    _register_model(
-        context,
-        database,
-        ModelRecord(
-            model_name=spec.name,
-            model_version=version,
-            scope="local",
-            window_key=window,
-            dagster_run_id=context.run_id,
-            params={"season_length": fit.season, "freq": freq},
-        ),
-    )
-    return to_forecast_frame(
-        fit.raw_forecast,
-        point_column=spec.name,
-        interval_prefix=spec.name,
-        model_name=spec.name,
-        model_version=version,
-        cutoffs=last_timestamps(fit.fitted),
-    )
+    params = {"season_length": fit.season, "freq": freq}
+    model = ModelRecord(spec.name, version, "local", window, context.run_id, params=params)
+    _register_model(context, database, model)
+    return catalog_forecast_frame(fit.raw_forecast, spec, version, last_timestamps(fit.fitted))

@@ -68,6 +68,11 @@ class LocalModelSpec:
     name: str
     build: Callable[[int], Any]  # season length -> statsforecast model
 
+    @property
+    def point_column(self) -> str:
+        """statsforecast names the point forecast after the model."""
+        return self.name
+
 
 def _build_seasonal_naive(season: int) -> Any:
     from statsforecast.models import SeasonalNaive

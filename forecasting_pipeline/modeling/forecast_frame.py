@@ -7,6 +7,8 @@ neuralforecast names columns `NHITS-median`, `NHITS-lo-80`, …; statsforecast `
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import pandas as pd
 
@@ -74,3 +76,24 @@ def to_forecast_frame(
     out["model_name"] = model_name
     out["model_version"] = model_version
     return out.loc[:, list(FORECAST_COLUMNS)].reset_index(drop=True)
+
+
+class _CatalogEntry(Protocol):
+    name: str
+
+    @property
+    def point_column(self) -> str: ...
+
+
+def catalog_forecast_frame(
+    raw: pd.DataFrame, spec: _CatalogEntry, model_version: str, cutoffs: pd.Series
+) -> pd.DataFrame:
+    """`to_forecast_frame` for a catalog model: its columns are prefixed with its name."""
+    return to_forecast_frame(
+        raw,
+        point_column=spec.point_column,
+        interval_prefix=spec.name,
+        model_name=spec.name,
+        model_version=model_version,
+        cutoffs=cutoffs,
+    )
