@@ -24,15 +24,16 @@ def _landed_file(folder) -> None:
     )
     bad = pd.DataFrame(
         {
-            "unique_id": ["q_store", "q_store", "q_store", "q_store", "bad|id"],
+            "unique_id": ["q_store", "q_store", "q_store", "q_store", "bad|id", "q_store"],
             "ds": [
                 "not a date",
                 "2016-10-31 08:00:00",
                 "2016-10-31 09:00:00",
                 "2016-10-30 05:00:00",
                 "2016-10-30 01:00:00",
+                "2099-01-01 00:00:00",  # far future: after every date window
             ],
-            "y": ["1.0", "abc", "inf", "500.5", "2"],
+            "y": ["1.0", "abc", "inf", "500.5", "2", "7"],
         }
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,6 +65,12 @@ def test_bad_rows_are_quarantined_with_reasons_and_reruns_add_nothing(
     registration = register_landed_series(instance, database, landing)
     assert "q_store" in registration.series_ids and "bad|id" not in registration.series_ids
     assert registration.quarantined_rows == 1
+    with db_engine.connect() as conn:
+        span = conn.execute(
+            text("SELECT first_ts, last_ts FROM forecasting.series WHERE series_id = 'q_store'")
+        ).one()
+    # The far-future row does not stretch the series' span (nor the latest window).
+    assert span == (pd.Timestamp("2016-10-30 00:00"), pd.Timestamp("2016-10-31 05:00"))
     assert _materialize(instance, deployment, landing).success
 
     def state():
@@ -90,6 +97,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_reruns_add_nothing(
         "non-finite target": 1,
         "duplicate timestamp, superseded by a later row": 1,
         "series id not usable as a partition key": 1,
+        "timestamp after the last date window": 1,
     }
 
     register_landed_series(instance, database, landing)

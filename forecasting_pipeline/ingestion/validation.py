@@ -15,6 +15,7 @@ from forecasting_pipeline.resources.landing import SOURCE, SOURCE_ROW
 from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
 
 REASON = "reason"
+BEYOND_LAST_WINDOW = "timestamp after the last date window"
 _BOOKKEEPING = (UNIQUE_ID, DS, Y, SOURCE, SOURCE_ROW)
 
 
@@ -110,3 +111,22 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
         ]
     )
     return ValidatedRows(valid=valid, quarantined=quarantined)
+
+
+def as_quarantine_rows(valid_rows: pd.DataFrame, driver_columns: list[str], reason: str) -> pl.DataFrame:
+    """Valid-looking rows refused later (e.g. outside every window), in quarantine's text form."""
+    text = {
+        UNIQUE_ID: valid_rows[UNIQUE_ID].astype(str),
+        DS: valid_rows[DS].dt.strftime("%Y-%m-%d %H:%M:%S"),
+        Y: valid_rows[Y].astype(str),
+        **{c: valid_rows[c].astype(str) for c in driver_columns},
+    }
+    return pl.DataFrame(
+        {
+            **{name: column.tolist() for name, column in text.items()},
+            SOURCE: valid_rows[SOURCE].tolist(),
+            SOURCE_ROW: valid_rows[SOURCE_ROW].astype("int64").tolist(),
+            REASON: [reason] * len(valid_rows),
+        },
+        schema={**{name: pl.Utf8 for name in text}, SOURCE: pl.Utf8, SOURCE_ROW: pl.Int64, REASON: pl.Utf8},
+    )
