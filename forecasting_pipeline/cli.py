@@ -123,6 +123,11 @@ def demo(dataset: str | None, max_steps: int) -> None:
     click.echo(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     click.echo("Next: `forecasting-pipeline ui` opens the Dagster UI on this same instance")
     click.echo("      (assets, partitions, runs and lineage) at http://127.0.0.1:3000")
+    if deployment.settings.mlflow_tracking_uri is None:
+        click.echo(
+            "      MLflow runs and registered models: "
+            f"mlflow ui --backend-store-uri {deployment.settings.default_mlflow_tracking_uri}"
+        )
 
 
 def _print_forecasts(deployment, window: str) -> None:

@@ -17,9 +17,10 @@ from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
 from forecasting_pipeline.resources.landing import LandingZoneResource
+from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
 from forecasting_pipeline.resources.parquet_io import PartitionedParquetIOManager
-from forecasting_pipeline.settings import DATABASE_URL_VAR, Settings, load_settings
+from forecasting_pipeline.settings import DATABASE_URL_VAR, MLFLOW_TRACKING_URI_VAR, Settings, load_settings
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -31,6 +32,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "model_store": ModelStoreResource(path=str(settings.models_dir)),
         "accelerator": AcceleratorResource(),
         "forecast_policy": ForecastPolicyResource(horizon=settings.forecast_horizon),
+        "mlflow_tracker": MlflowTrackerResource(
+            tracking_uri=EnvVar(MLFLOW_TRACKING_URI_VAR)
+            if settings.mlflow_tracking_uri
+            else settings.default_mlflow_tracking_uri,
+            artifact_location=None if settings.mlflow_tracking_uri else str(settings.mlflow_artifacts_dir),
+        ),
     }
 
 

@@ -12,6 +12,7 @@ so a deployment is described completely by the variables documented below.
 - FP_PARTITION_START: first `date` window; older observations belong to it. Default 2016-10-02
 - FP_PARTITION_END: optional exclusive end of the `date` windows. Default: open-ended.
 - FP_FORECAST_HORIZON: forecast steps, in each series' own sampling frequency. Default 24
+- MLFLOW_TRACKING_URI: MLflow tracking server or store. Default: sqlite file under FP_HOME.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 DATABASE_URL_VAR = "FP_DATABASE_URL"
 HOME_VAR = "FP_HOME"
 DAGSTER_HOME_VAR = "DAGSTER_HOME"
+MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 
 CADENCES = ("daily", "weekly", "monthly")
 
@@ -49,6 +51,18 @@ class Settings:
     partition_start: date
     partition_end: date | None
     forecast_horizon: int
+    # Set only when MLFLOW_TRACKING_URI is in the environment (it may carry credentials).
+    mlflow_tracking_uri: str | None = None
+
+    @property
+    def default_mlflow_tracking_uri(self) -> str:
+        """Tracking and registry store used when MLFLOW_TRACKING_URI is unset: a file under FP_HOME."""
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Artifact root of the experiment when MLflow runs without a server."""
+        return self.home / "mlartifacts"
 
     @property
     def storage_dir(self) -> Path:
@@ -117,4 +131,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         partition_start=start,
         partition_end=end,
         forecast_horizon=_parse_positive_int("FP_FORECAST_HORIZON", env.get("FP_FORECAST_HORIZON", "24")),
+        mlflow_tracking_uri=env.get(MLFLOW_TRACKING_URI_VAR) or None,
     )

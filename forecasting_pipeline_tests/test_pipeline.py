@@ -129,7 +129,9 @@ def test_predictions_join_to_the_dagster_runs_and_events_that_made_them(pipeline
     assert {f"{w}|{s}" for w in ("2016-10-02", "2016-10-23", LATEST_WINDOW) for s in SERIES} <= set(ingested)
 
 
-def test_global_model_is_registered_with_its_artefact(pipeline, db_engine):
+def test_global_model_is_registered_with_its_artefact_and_tracked_in_mlflow(pipeline, db_engine, deployment):
+    from mlflow import MlflowClient
+
     _, forecasted = pipeline
     with db_engine.connect() as conn:
         model = (
@@ -150,6 +152,18 @@ def test_global_model_is_registered_with_its_artefact(pipeline, db_engine):
     artefact = Path(urlparse(model["artifact_uri"]).path)
     assert any(artefact.glob("*.safetensors")), f"no weights saved in {artefact}"
     assert loss > 0
+
+    client = MlflowClient(tracking_uri=deployment.settings.default_mlflow_tracking_uri)
+    run = client.get_run(model["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["max_steps"] == str(TINY_GLOBAL_MODEL["max_steps"])
+    assert run.data.tags["dagster_run_id"] == forecasted.train_run_id
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(history) == TINY_GLOBAL_MODEL["max_steps"]
+    assert history[-1].value == pytest.approx(loss)
+    version = client.get_model_version("NHITS", model["registry_version"])
+    assert version.run_id == run.info.run_id
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/configuration.json"}
 
 
 def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instance, db_engine):

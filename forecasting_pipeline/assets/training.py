@@ -9,7 +9,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from forecasting_pipeline.assets.conventions import GPU_POOL, note_run, pipeline_asset
+from forecasting_pipeline.assets.conventions import CODE_VERSION, GPU_POOL, note_run, pipeline_asset
 from forecasting_pipeline.assets.ingest import raw_observations
 from forecasting_pipeline.modeling.catalog import (
     GlobalModelParams,
@@ -30,6 +30,7 @@ from forecasting_pipeline.partitions import (
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
+from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
 from forecasting_pipeline.schemas import UNIQUE_ID, empty_forecast_frame
 from forecasting_pipeline.storage.lineage import (
@@ -119,11 +120,13 @@ def global_models(
     accelerator: AcceleratorResource,
     forecast_policy: ForecastPolicyResource,
     model_store: ModelStoreResource,
+    mlflow_tracker: MlflowTrackerResource,
 ) -> dict[str, pd.DataFrame]:
     """One neural model per training window, fitted across all series; returns its forecasts.
 
     Runs in the `gpu` pool so concurrent runs never oversubscribe the accelerator; the device
-    comes from the accelerator resource (CUDA when present, CPU otherwise).
+    comes from the accelerator resource (CUDA when present, CPU otherwise). Each model version
+    is saved, logged to MLflow (parameters, loss curve, weights) and registered there.
     """
     spec = global_model_spec(config.model)
     trainer_kwargs = accelerator.trainer_kwargs()
@@ -148,6 +151,14 @@ def global_models(
         artefact = model_store.version_dir(spec.name, version)
         fit.forecaster.save(path=str(artefact), overwrite=True, save_dataset=False)
         final_loss = fit.train_losses[-1] if fit.train_losses else None
+        tracked = mlflow_tracker.log_trained_model(
+            registered_name=spec.name,
+            run_name=f"{spec.name} {version}",
+            params={**params.__dict__, "freq": freq, "device": trainer_kwargs["accelerator"]},
+            metric_history={"train_loss": fit.train_losses},
+            artifact_dir=artefact,
+            tags={"window": window, "dagster_run_id": context.run_id, "code_version": CODE_VERSION},
+        )
         _register_model(
             context,
             database,
@@ -160,14 +171,17 @@ def global_models(
                 artifact_uri=artefact.as_uri(),
                 device=trainer_kwargs["accelerator"],
                 params={**params.__dict__, "freq": freq},
+                mlflow_run_id=tracked.mlflow_run_id,
+                registry_version=tracked.registry_version,
             ),
             metrics={"train_loss": final_loss} if final_loss is not None else {},
         )
         forecasts[window] = catalog_forecast_frame(fit.raw_forecast, spec, version, last_timestamps(panel))
+        loss_text = f"{final_loss:.4f}" if final_loss is not None else "n/a"
         context.log.info(
             f"window {window}: trained {spec.name} {version} on {panel[UNIQUE_ID].nunique()} series "
-            f"({trainer_kwargs['accelerator']}), final train loss "
-            f"{final_loss if final_loss is not None else float('nan'):.4f}"
+            f"({trainer_kwargs['accelerator']}), final train loss {loss_text}; "
+            f"MLflow registry {spec.name} v{tracked.registry_version}"
         )
     return forecasts
 

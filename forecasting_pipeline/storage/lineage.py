@@ -34,6 +34,8 @@ class ModelRecord:
     artifact_uri: str | None = None
     device: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    registry_version: str | None = None
 
 
 def register_model(conn: Connection, model: ModelRecord) -> int:
