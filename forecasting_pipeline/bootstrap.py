@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster import DagsterInstance
+
 from forecasting_pipeline.assets.conventions import GPU_POOL
 from forecasting_pipeline.resources.database import engine_for
 from forecasting_pipeline.settings import (
@@ -60,6 +62,6 @@ def prepare_deployment(settings: Settings | None = None) -> Deployment:
     return Deployment(settings, url, dagster_home, embedded, applied)
 
 
-def limit_gpu_pool(instance) -> None:
+def limit_gpu_pool(instance: DagsterInstance) -> None:
     """Make the `gpu` pool limit explicit in the instance (dagster.yaml's default also says 1)."""
     instance.event_log_storage.set_concurrency_slots(GPU_POOL, GPU_POOL_LIMIT)
