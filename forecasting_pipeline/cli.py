@@ -13,7 +13,7 @@ from forecasting_pipeline.settings import REPO_ROOT, SettingsError, load_setting
 
 
 def _echo_step(step: int, total: int, message: str) -> None:
-    click.echo(f"[{step}/{total}] {message}", err=False)
+    click.echo(f"[{step}/{total}] {message}")
 
 
 def _deployment():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
@@ -43,7 +43,7 @@ class ForecastSummary:
     forecast_run_id: str
     train_seconds: float
     forecast_seconds: float
-    series_ids: list[str] = field(default_factory=list)
+    series_ids: list[str]
 
 
 def _root_cause(error: Any) -> str:
@@ -68,22 +68,23 @@ def _check(result: ExecuteInProcessResult, what: str) -> None:
 
 
 def latest_window(database: DatabaseResource) -> str:
-    """The window holding the newest registered observation (at most the last window).
-
-    Rows dated past the last window are quarantined by ingestion; they must not stop the rest.
-    """
+    """The window holding the newest registered observation."""
     with database.transaction() as conn:
         newest = newest_observation_ts(conn)
     if newest is None:
         raise PipelineRunError("no series registered yet: land data and run `ingest` first")
-    return window_key_for(newest) or date_partitions.get_last_partition_key()
+    window = window_key_for(newest)
+    if window is None:  # registration refuses such rows, so only a changed calendar gets here
+        raise PipelineRunError(
+            f"newest observation {newest} lies after the last date window; check FP_PARTITION_END"
+        )
+    return window
 
 
 def ingest(
     instance: DagsterInstance,
     deployment: Deployment,
     *,
-    run_config: Mapping[str, Any] | None = None,
     progress: Progress = print,
     show_steps: bool = False,
 ) -> IngestSummary:
@@ -103,9 +104,7 @@ def ingest(
     )
     first, last = date_partitions.get_first_partition_key(), latest_window(database)
     started = time.perf_counter()
-    result = launch.ingest_windows(
-        instance, first, last, registration.series_ids, run_config=run_config, show_steps=show_steps
-    )
+    result = launch.ingest_windows(instance, first, last, registration.series_ids, show_steps=show_steps)
     _check(result, "ingestion")
     return IngestSummary(registration, first, last, result.run_id, time.perf_counter() - started)
 

@@ -138,6 +138,12 @@ def window_bounds(window: str, partitions: TimeWindowPartitionsDefinition = date
     return WindowBounds(start=start, end=time_window.end.replace(tzinfo=None))
 
 
+def last_window_end(partitions: TimeWindowPartitionsDefinition = date_partitions) -> datetime:
+    """Exclusive end of the last `date` window: later timestamps fit no partition yet."""
+    last = partitions.get_last_partition_key()
+    return partitions.time_window_for_partition_key(last).end.replace(tzinfo=None)
+
+
 def window_keys_for_timestamps(
     timestamps: pd.Series, partitions: TimeWindowPartitionsDefinition = date_partitions
 ) -> pd.Series:
@@ -145,7 +151,7 @@ def window_keys_for_timestamps(
     last window to None (they cannot be placed yet)."""
     keys = partitions.get_partition_keys()
     starts = np.array([pd.Timestamp(k) for k in keys], dtype="datetime64[ns]")
-    last_end = partitions.time_window_for_partition_key(keys[-1]).end.replace(tzinfo=None)
+    last_end = last_window_end(partitions)
     values = pd.to_datetime(timestamps).to_numpy(dtype="datetime64[ns]")
     index = np.clip(np.searchsorted(starts, values, side="right") - 1, 0, len(keys) - 1)
     result = pd.Series(np.asarray(keys, dtype=object)[index], index=timestamps.index, dtype=object)

@@ -38,6 +38,29 @@ from forecasting_pipeline.storage.embedded import with_psycopg2_driver  # noqa: 
 TINY_GLOBAL_MODEL = {"max_steps": 5, "input_size": 48, "batch_size": 8}
 
 
+def land_and_ingest(deployment, instance):
+    """The CLI's ingest path on the bundled dataset: land it, register series, ingest all windows."""
+    from forecasting_pipeline import operations
+    from forecasting_pipeline.datasets import EPF_FR_BE, land_bundled_dataset
+
+    land_bundled_dataset(EPF_FR_BE.name, deployment.settings.landing_dir)
+    return operations.ingest(instance, deployment, progress=lambda _: None)
+
+
+def ingest_and_forecast(deployment, instance):
+    """The demo's path with a tiny model: ingest, then train and forecast the latest window."""
+    from forecasting_pipeline import operations
+
+    ingested = land_and_ingest(deployment, instance)
+    forecasted = operations.forecast(
+        instance,
+        ingested.latest_window,
+        ingested.registration.series_ids,
+        global_model_config=TINY_GLOBAL_MODEL,
+    )
+    return ingested, forecasted
+
+
 def _local_server_url() -> str | None:
     url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     try:

@@ -13,8 +13,8 @@ from dagster import AssetKey
 from sqlalchemy import text
 
 from forecasting_pipeline import operations
-from forecasting_pipeline.datasets import EPF_FR_BE, land_bundled_dataset
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL
+from forecasting_pipeline.datasets import EPF_FR_BE
+from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, ingest_and_forecast
 
 LATEST_WINDOW = "2016-10-30"  # the bundled prices end on Monday 2016-10-31 23:00
 SERIES = ["BE", "FR"]
@@ -28,15 +28,7 @@ def _scalar(engine, sql: str, **params):
 
 @pytest.fixture(scope="module")
 def pipeline(deployment, instance):
-    land_bundled_dataset(EPF_FR_BE.name, deployment.settings.landing_dir)
-    ingested = operations.ingest(instance, deployment, progress=lambda _: None)
-    forecasted = operations.forecast(
-        instance,
-        ingested.latest_window,
-        ingested.registration.series_ids,
-        global_model_config=TINY_GLOBAL_MODEL,
-    )
-    return ingested, forecasted
+    return ingest_and_forecast(deployment, instance)
 
 
 def test_landed_series_become_partitions_and_all_windows_are_ingested(pipeline, instance, db_engine):
@@ -173,13 +165,7 @@ def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instan
     )
     with db_engine.connect() as conn:
         before = conn.execute(text(counts_sql)).one()
-    again = operations.ingest(instance, deployment, progress=lambda _: None)
-    second = operations.forecast(
-        instance,
-        again.latest_window,
-        again.registration.series_ids,
-        global_model_config=TINY_GLOBAL_MODEL,
-    )
+    _, second = ingest_and_forecast(deployment, instance)
     with db_engine.connect() as conn:
         after = conn.execute(text(counts_sql)).one()
         run_ids = set(

@@ -14,8 +14,7 @@ from dagster import DagsterRunStatus
 from forecasting_pipeline import operations
 from forecasting_pipeline.assets.conventions import GPU_POOL
 from forecasting_pipeline.automation.recovery import fail_orphaned_runs
-from forecasting_pipeline.datasets import EPF_FR_BE, land_bundled_dataset
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL
+from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, land_and_ingest
 
 WINDOW = "2016-10-30"
 
@@ -36,8 +35,7 @@ def _gpu_slot_holders(instance) -> set[str]:
 
 @pytest.fixture(scope="module")
 def ingested(deployment, instance):
-    land_bundled_dataset(EPF_FR_BE.name, deployment.settings.landing_dir)
-    return operations.ingest(instance, deployment, progress=lambda _: None)
+    return land_and_ingest(deployment, instance)
 
 
 def test_a_killed_training_run_is_failed_its_slot_freed_and_the_window_reruns(ingested, instance):

@@ -1,16 +1,12 @@
 """`raw_observations`: landed rows of one series in one date window, validated and stored."""
 
 import pandas as pd
-import polars as pl
 from dagster import AssetExecutionContext
 
 from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
-from forecasting_pipeline.ingestion.validation import (
-    BEYOND_LAST_WINDOW,
-    as_quarantine_rows,
-    validate_rows,
-)
+from forecasting_pipeline.ingestion.validation import validate_rows
 from forecasting_pipeline.partitions import (
+    last_window_end,
     parse_series_date_key,
     series_date_partitions,
     window_keys_for_timestamps,
@@ -36,17 +32,10 @@ def raw_observations(
     """
     cells = [parse_series_date_key(key) for key in context.partition_keys]
     series_ids = sorted({cell.series_id for cell in cells})
-    checked = validate_rows(landing.read_rows(series_ids))
+    checked = validate_rows(landing.read_rows(series_ids), placeable_until=last_window_end())
 
     observations = checked.valid.to_pandas()
     observations[WINDOW_KEY] = window_keys_for_timestamps(observations["ds"])
-    # Rows dated after the last window (future timestamps, or past FP_PARTITION_END) fit no
-    # partition: kept in quarantine rather than silently left out.
-    beyond = observations[observations[WINDOW_KEY].isna()]
-    refused_rows = pl.concat(
-        [checked.quarantined, as_quarantine_rows(beyond, checked.driver_columns, BEYOND_LAST_WINDOW)],
-        how="diagonal_relaxed",
-    )
     wanted = {(cell.series_id, cell.window) for cell in cells}
     in_run = pd.Series(
         [pair in wanted for pair in zip(observations[UNIQUE_ID], observations[WINDOW_KEY], strict=True)],
@@ -58,7 +47,7 @@ def raw_observations(
     with database.transaction() as conn:
         note_run(context, conn)
         stored = upsert_observations(conn, observations, checked.driver_columns, context.run_id)
-        refused = quarantine_rows(conn, refused_rows, context.run_id)
+        refused = quarantine_rows(conn, checked.quarantined, context.run_id)
 
     context.log.info(
         f"{len(cells)} partitions: stored {stored} observations, quarantined {refused} rows "

@@ -151,10 +151,11 @@ def global_models(
         artefact = model_store.version_dir(spec.name, version)
         fit.forecaster.save(path=str(artefact), overwrite=True, save_dataset=False)
         final_loss = fit.train_losses[-1] if fit.train_losses else None
+        model_params = {**params.__dict__, "freq": freq}
         tracked = mlflow_tracker.log_trained_model(
             registered_name=spec.name,
             run_name=f"{spec.name} {version}",
-            params={**params.__dict__, "freq": freq, "device": trainer_kwargs["accelerator"]},
+            params={**model_params, "device": trainer_kwargs["accelerator"]},
             metric_history={"train_loss": fit.train_losses},
             artifact_dir=artefact,
             tags={"window": window, "dagster_run_id": context.run_id, "code_version": CODE_VERSION},
@@ -170,7 +171,7 @@ def global_models(
                 dagster_run_id=context.run_id,
                 artifact_uri=artefact.as_uri(),
                 device=trainer_kwargs["accelerator"],
-                params={**params.__dict__, "freq": freq},
+                params=model_params,
                 mlflow_run_id=tracked.mlflow_run_id,
                 registry_version=tracked.registry_version,
             ),

@@ -15,7 +15,7 @@ from dagster import DagsterInstance
 from forecasting_pipeline.datasets import BUNDLED_DATASETS
 from forecasting_pipeline.ingestion.validation import validate_rows
 from forecasting_pipeline.modeling.frequency import FrequencyError, infer_series_frequency
-from forecasting_pipeline.partitions import series_partitions, window_keys_for_timestamps
+from forecasting_pipeline.partitions import last_window_end, series_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.landing import SOURCE, LandingZoneResource
 from forecasting_pipeline.schemas import DS, UNIQUE_ID
@@ -47,14 +47,11 @@ def register_landed_series(
     instance: DagsterInstance, database: DatabaseResource, landing: LandingZoneResource
 ) -> Registration:
     """Register every series id found in landed files, in the database and as partitions."""
-    checked = validate_rows(landing.read_rows())
-    # Rows dated past the last window are quarantined by the ingestion run; they must not
-    # stretch a series' span (and so the latest window) into the future.
-    placeable = checked.valid.filter(
-        pl.Series(window_keys_for_timestamps(checked.valid[DS].to_pandas()).notna().to_numpy())
-    )
+    # Rows dated past the last window are refused here too, so they never stretch a series'
+    # span (and with it the latest window) into the future.
+    checked = validate_rows(landing.read_rows(), placeable_until=last_window_end())
     spans = (
-        placeable.group_by(UNIQUE_ID)
+        checked.valid.group_by(UNIQUE_ID)
         .agg(
             pl.col(DS).min().alias("first_ts"),
             pl.col(DS).max().alias("last_ts"),

@@ -6,6 +6,7 @@ Nothing is dropped silently: every row of the input comes out in exactly one of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 import polars as pl
@@ -45,8 +46,11 @@ def _parse_timestamps(raw: pl.Series) -> pl.Series:
     return pl.Series("_ds", parsed.dt.tz_convert(None)).cast(pl.Datetime("ns"))
 
 
-def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
+def validate_rows(rows: pl.DataFrame, placeable_until: datetime | None = None) -> ValidatedRows:
     """Parse and check landed text rows; later rows win over earlier duplicates.
+
+    Rows at or after `placeable_until` (the end of the last date window) fit no partition and
+    are refused with their reason, like any other unusable row.
 
     Data lacking a required column (long format: unique_id, ds, y, drivers…) is not an
     exception: its rows are quarantined with a reason naming the column, so one malformed file
@@ -77,6 +81,11 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
         pl.when(pl.col("_y").is_null()).then(pl.lit("missing or non-numeric target")),
         pl.when(~pl.col("_y").is_finite()).then(pl.lit("non-finite target")),
         *driver_reasons,
+        *(
+            [pl.when(pl.col("_ds") >= placeable_until).then(pl.lit(BEYOND_LAST_WINDOW))]
+            if placeable_until is not None
+            else []
+        ),
     )
     checked = parsed.with_columns(reason.alias(REASON))
 
@@ -111,22 +120,3 @@ def validate_rows(rows: pl.DataFrame) -> ValidatedRows:
         ]
     )
     return ValidatedRows(valid=valid, quarantined=quarantined)
-
-
-def as_quarantine_rows(valid_rows: pd.DataFrame, driver_columns: list[str], reason: str) -> pl.DataFrame:
-    """Valid-looking rows refused later (e.g. outside every window), in quarantine's text form."""
-    text = {
-        UNIQUE_ID: valid_rows[UNIQUE_ID].astype(str),
-        DS: valid_rows[DS].dt.strftime("%Y-%m-%d %H:%M:%S"),
-        Y: valid_rows[Y].astype(str),
-        **{c: valid_rows[c].astype(str) for c in driver_columns},
-    }
-    return pl.DataFrame(
-        {
-            **{name: column.tolist() for name, column in text.items()},
-            SOURCE: valid_rows[SOURCE].tolist(),
-            SOURCE_ROW: valid_rows[SOURCE_ROW].astype("int64").tolist(),
-            REASON: [reason] * len(valid_rows),
-        },
-        schema={**{name: pl.Utf8 for name in text}, SOURCE: pl.Utf8, SOURCE_ROW: pl.Int64, REASON: pl.Utf8},
-    )
