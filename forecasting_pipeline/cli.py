@@ -93,11 +93,13 @@ def demo(dataset: str | None, max_steps: int) -> None:
         ingested = operations.ingest(
             instance, deployment, progress=lambda m: _echo_step(3, total, m), show_steps=True
         )
+        if ingested.latest_window is None:
+            raise operations.PipelineRunError("no usable observations were ingested")
         _echo_step(
             3,
             total,
-            f"ingested windows {ingested.first_window} … {ingested.latest_window} × "
-            f"{len(ingested.registration.series_ids)} series in one run ({ingested.seconds:.1f}s)",
+            f"ingested {ingested.cells} changed series × window cells in {len(ingested.run_ids)} runs "
+            f"({ingested.seconds:.1f}s); latest window {ingested.latest_window}",
         )
         _quiet_training_logs()
         _echo_step(
@@ -108,7 +110,7 @@ def demo(dataset: str | None, max_steps: int) -> None:
         result = operations.forecast(
             instance,
             ingested.latest_window,
-            ingested.registration.series_ids,
+            _series_keys(instance),
             global_model_config={"max_steps": max_steps},
             show_steps=True,
         )
@@ -128,6 +130,12 @@ def demo(dataset: str | None, max_steps: int) -> None:
             "      MLflow runs and registered models: "
             f"mlflow ui --backend-store-uri {deployment.settings.default_mlflow_tracking_uri}"
         )
+
+
+def _series_keys(instance) -> list[str]:
+    from forecasting_pipeline.schemas import SERIES_DIMENSION
+
+    return list(instance.get_dynamic_partitions(SERIES_DIMENSION))
 
 
 def _print_forecasts(deployment, window: str) -> None:
@@ -154,28 +162,78 @@ def _print_forecasts(deployment, window: str) -> None:
         )
 
 
+def _names(value: str | None) -> tuple[str, ...] | None:
+    return tuple(n.strip() for n in value.split(",") if n.strip()) if value is not None else None
+
+
 @main.command()
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ingest(files: tuple[Path, ...]) -> None:
-    """Copy FILES (CSV/Parquet, long format) into the landing folder and ingest everything landed."""
-    import shutil
-
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--sql", "sql_url", default=None, help="SQLAlchemy URL of a SQL source (or env:VAR to read it)."
+)
+@click.option("--query", default=None, help="With --sql: a query, or a table name.")
+@click.option("--id-column", default="unique_id", show_default=True, help="Column holding the series id.")
+@click.option("--time-column", default="ds", show_default=True, help="Column holding the timestamp.")
+@click.option("--target-column", default="y", show_default=True, help="Column holding the value to forecast.")
+@click.option("--drivers", default=None, help="Comma-separated driver columns (default: the numeric ones).")
+@click.option("--attributes", default=None, help="Comma-separated series attributes (default: text columns).")
+@click.option("--ignore", default="", help="Comma-separated columns to leave out.")
+@click.option("--release-held", is_flag=True, help="Accept batches held by a failed quality check.")
+def ingest(
+    paths: tuple[Path, ...],
+    sql_url: str | None,
+    query: str | None,
+    id_column: str,
+    time_column: str,
+    target_column: str,
+    drivers: str | None,
+    attributes: str | None,
+    ignore: str,
+    release_held: bool,
+) -> None:
+    """Land PATHS (CSV, CSV.GZ or Parquet files or folders, long format) or a SQL source, and
+    ingest only the series × windows whose data is new or changed."""
     from forecasting_pipeline import operations
+    from forecasting_pipeline.ingestion.validation import ColumnRoles
 
+    if (sql_url is None) != (query is None):
+        raise click.ClickException("--sql and --query go together")
     deployment = _deployment()
     landing = deployment.settings.landing_dir
-    landing.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        if path.suffix.lower() not in (".csv", ".parquet"):
-            raise click.ClickException(f"{path}: only .csv and .parquet files can be landed")
-        shutil.copyfile(path, landing / path.name)
+    for outcome in operations.land_paths(paths, landing):
+        click.echo(f"{outcome.path}: not landed: {outcome.message}")
+    if sql_url is not None:
+        url = os.environ.get(sql_url[4:], "") if sql_url.startswith("env:") else sql_url
+        if not url:
+            raise click.ClickException(f"{sql_url}: the environment variable is not set")
+        try:
+            landed = operations.land_sql(url, query, landing)
+        except Exception as exc:  # a driver's error is the user's answer, as one line
+            raise click.ClickException(f"SQL source failed: {str(exc).splitlines()[0]}") from exc
+        click.echo(f"landed the SQL source as {landed.name}")
+    roles = ColumnRoles(
+        series_id=id_column,
+        timestamp=time_column,
+        target=target_column,
+        drivers=_names(drivers),
+        attributes=_names(attributes),
+        ignore=_names(ignore) or (),
+    )
     try:
-        summary = operations.ingest(_instance(), deployment, progress=click.echo, show_steps=True)
+        summary = operations.ingest(
+            _instance(),
+            deployment,
+            roles=roles,
+            release_held=release_held,
+            progress=click.echo,
+            show_steps=True,
+        )
     except operations.PipelineRunError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"ingested windows {summary.first_window} … {summary.latest_window} for "
-        f"{len(summary.registration.series_ids)} series (run {summary.run_id})"
+        f"ingested {summary.cells} changed series × window cells in {len(summary.run_ids)} runs "
+        f"({summary.seconds:.1f}s); {len(summary.new_series)} new series; "
+        f"latest window {summary.latest_window}"
     )
 
 
@@ -185,7 +243,6 @@ def ingest(files: tuple[Path, ...]) -> None:
 def forecast(window: str | None, max_steps: int | None) -> None:
     """Train the global models for a window and store every series' forecasts."""
     from forecasting_pipeline import operations
-    from forecasting_pipeline.partitions import series_partitions
     from forecasting_pipeline.resources.database import DatabaseResource
 
     deployment = _deployment()
@@ -193,11 +250,10 @@ def forecast(window: str | None, max_steps: int | None) -> None:
     _quiet_training_logs()
     try:
         window = window or operations.latest_window(DatabaseResource(url=deployment.database_url))
-        series_ids = list(instance.get_dynamic_partitions(series_partitions.name))
         result = operations.forecast(
             instance,
             window,
-            series_ids,
+            _series_keys(instance),
             global_model_config={"max_steps": max_steps} if max_steps else None,
             show_steps=True,
         )

@@ -9,14 +9,13 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar, colored_console_logger
 
 from forecasting_pipeline.assets.forecast import predictions
-from forecasting_pipeline.assets.ingest import raw_observations
+from forecasting_pipeline.assets.ingest import observation_history, raw_observations
 from forecasting_pipeline.assets.training import global_models, local_models, training_panel
 from forecasting_pipeline.automation.jobs import JOBS
 from forecasting_pipeline.automation.progress import progress_logger
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
-from forecasting_pipeline.resources.landing import LandingZoneResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
 from forecasting_pipeline.resources.parquet_io import PartitionedParquetIOManager
@@ -27,7 +26,6 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """Resources for a deployment; the database URL stays an EnvVar since it may hold a password."""
     return {
         "database": DatabaseResource(url=EnvVar(DATABASE_URL_VAR)),
-        "landing": LandingZoneResource(path=str(settings.landing_dir)),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.storage_dir)),
         "model_store": ModelStoreResource(path=str(settings.models_dir)),
         "accelerator": AcceleratorResource(),
@@ -42,7 +40,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 defs = Definitions(
-    assets=[raw_observations, training_panel, global_models, local_models, predictions],
+    assets=[raw_observations, observation_history, training_panel, global_models, local_models, predictions],
     jobs=JOBS,
     resources=build_resources(load_settings()),
     # Only loggers named in a run's config are used; without any, Dagster's console default.

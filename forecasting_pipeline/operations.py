@@ -1,24 +1,32 @@
 """What the CLI commands do, as functions: land, ingest and forecast against an instance.
 
-Kept apart from argument parsing so tests drive exactly the code path users run.
+Kept apart from argument parsing so tests drive exactly the code path users run. Nothing here
+imports the partitions at module level: `ingest` decides the deployment's calendar from the data
+before any Dagster definition is built from it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import polars as pl
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from forecasting_pipeline.automation import launch
 from forecasting_pipeline.bootstrap import Deployment
-from forecasting_pipeline.ingestion.registration import Registration, register_landed_series
-from forecasting_pipeline.partitions import date_partitions, window_key_for
+from forecasting_pipeline.calendar import DateCalendar, load_calendar, save_calendar
+from forecasting_pipeline.ingestion.reader import discover_files
+from forecasting_pipeline.ingestion.staging import FileOutcome, StagedBatch, move_rejected, stage_landed_files
+from forecasting_pipeline.ingestion.validation import ColumnRoles
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.resources.landing import LandingZoneResource
+from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.storage.catalog import newest_observation_ts
+from forecasting_pipeline.storage.staging import add_landed_file, release_held_files
 
 Progress = Callable[[str], None]
 
@@ -29,11 +37,17 @@ class PipelineRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class IngestSummary:
-    registration: Registration
-    first_window: str
-    latest_window: str
-    run_id: str
+    batch: StagedBatch
+    run_ids: list[str]
+    cells: int
+    windows: list[str]  # windows whose history got a new version
+    latest_window: str | None
     seconds: float
+    files: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def new_series(self) -> list[str]:
+        return self.batch.new_series
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ class ForecastSummary:
     forecast_run_id: str
     train_seconds: float
     forecast_seconds: float
-    series_ids: list[str]
+    series_keys: list[str]
 
 
 def _root_cause(error: Any) -> str:
@@ -67,52 +81,212 @@ def _check(result: ExecuteInProcessResult, what: str) -> None:
     )
 
 
-def latest_window(database: DatabaseResource) -> str:
+def latest_window(database: DatabaseResource, calendar: DateCalendar | None = None) -> str:
     """The window holding the newest registered observation."""
+    from forecasting_pipeline.partitions import window_key_for
+
     with database.transaction() as conn:
         newest = newest_observation_ts(conn)
     if newest is None:
         raise PipelineRunError("no series registered yet: land data and run `ingest` first")
     window = window_key_for(newest)
-    if window is None:  # registration refuses such rows, so only a changed calendar gets here
+    if window is None:
         raise PipelineRunError(
             f"newest observation {newest} lies after the last date window; check FP_PARTITION_END"
         )
     return window
 
 
+def land_paths(paths: Sequence[Path], landing_dir: Path) -> list[FileOutcome]:
+    """Copy files (and the files of folders) into the landing folder; refuse unknown types."""
+    files, refused = discover_files(paths)
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        if path.resolve().parent != landing_dir.resolve():
+            shutil.copyfile(path, landing_dir / path.name)
+    return [FileOutcome(r.path, "rejected", r.rejected_reason or "unreadable") for r in refused]
+
+
+def land_sql(url: str, query: str, landing_dir: Path) -> Path:
+    """Snapshot a SQL source into the landing folder as Parquet, then treat it like any file.
+
+    The snapshot is named after the query (not the URL, which may hold a password), so the same
+    unchanged result lands as an unchanged file and does nothing.
+    """
+    import pandas as pd
+    from sqlalchemy import create_engine, literal_column, select, table, text
+
+    from forecasting_pipeline.storage.embedded import with_psycopg2_driver
+
+    engine = create_engine(with_psycopg2_driver(url) if url.startswith("postgres") else url)
+    if " " in query.strip():
+        statement = text(query)
+    else:
+        schema, _, name = query.strip().rpartition(".")
+        statement = select(literal_column("*")).select_from(table(name, schema=schema or None))
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql(statement, conn)
+    finally:
+        engine.dispose()
+    name = hashlib.sha256(query.strip().encode()).hexdigest()[:12]
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    target = landing_dir / f"sql-{name}.parquet"
+    pl.from_pandas(
+        frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
+    ).write_parquet(target)
+    return target
+
+
+def _landed_files(deployment: Deployment) -> tuple[list[Path], list[FileOutcome]]:
+    landing = deployment.settings.landing_dir
+    if not landing.is_dir():
+        return [], []
+    entries = [p for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files, refused = discover_files(sorted(entries))
+    return files, [FileOutcome(r.path, "rejected", r.rejected_reason or "unreadable") for r in refused]
+
+
+def _set_aside(deployment: Deployment, database: DatabaseResource, refused: list[FileOutcome]) -> None:
+    """Unknown file types in the landing folder are recorded and moved aside like unreadable ones."""
+    rejected_dir = deployment.settings.rejected_dir
+    for outcome in refused:
+        if not outcome.path.exists():
+            continue
+        with database.transaction() as conn:
+            add_landed_file(
+                conn,
+                {
+                    "path": str(outcome.path),
+                    "file_name": outcome.path.name,
+                    "size_bytes": outcome.path.stat().st_size,
+                    "content_hash": hashlib.sha256(outcome.path.read_bytes()).hexdigest(),
+                    "status": "rejected",
+                    "reason": outcome.message,
+                },
+            )
+        rejected_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(outcome.path), str(rejected_dir / outcome.path.name))
+
+
 def ingest(
     instance: DagsterInstance,
     deployment: Deployment,
     *,
+    roles: ColumnRoles | None = None,
+    release_held: bool = False,
     progress: Progress = print,
     show_steps: bool = False,
 ) -> IngestSummary:
-    """Register landed series as partitions, then ingest every window up to the newest data."""
-    database = DatabaseResource(url=deployment.database_url)
-    landing = LandingZoneResource(path=str(deployment.settings.landing_dir))
-    registration = register_landed_series(instance, database, landing)
-    if not registration.series_ids:
-        raise PipelineRunError(
-            f"no usable series in {landing.folder}: {registration.quarantined_rows} rows were refused "
-            "and kept with their reasons in forecasting.quarantine"
-        )
-    progress(
-        f"registered {len(registration.series_ids)} series as partitions "
-        f"({len(registration.new_series_ids)} new): {', '.join(registration.series_ids[:8])}"
-        + (" …" if len(registration.series_ids) > 8 else "")
-    )
-    first, last = date_partitions.get_first_partition_key(), latest_window(database)
+    """Stage what landed, then run `raw_observations` only for cells with new or changed data.
+
+    A file is read once; an unchanged file does nothing; an unreadable one is set aside. Cells
+    run as few partition-range rectangles; each window whose history changed gets a new version.
+    """
     started = time.perf_counter()
-    result = launch.ingest_windows(instance, first, last, registration.series_ids, show_steps=show_steps)
-    _check(result, "ingestion")
-    return IngestSummary(registration, first, last, result.run_id, time.perf_counter() - started)
+    settings = deployment.settings
+    database = DatabaseResource(url=deployment.database_url)
+    files, refused = _landed_files(deployment)
+    _set_aside(deployment, database, refused)
+    calendar = load_calendar(settings)
+    with database.transaction() as conn:
+        if release_held:
+            released = release_held_files(conn)
+            progress(f"released {len(released)} held files after their failed quality checks")
+        batch = stage_landed_files(
+            conn, files, roles=roles or ColumnRoles(), settings=settings, calendar=calendar
+        )
+    move_rejected(batch)
+    batch.files = refused + batch.files
+    for outcome in batch.files:
+        progress(f"{outcome.path.name}: {outcome.status}: {outcome.message}")
+    if not batch.calendar.same_windows(calendar) or (
+        not calendar.persisted and batch.calendar.end != calendar.end
+    ):
+        batch.calendar = save_calendar(settings, batch.calendar)
+        progress(_describe_calendar(batch.calendar))
+    if batch.cells.height == 0:
+        progress("nothing new to ingest: no new or changed observations")
+        return IngestSummary(
+            batch, [], 0, [], _latest_window_or_none(database), time.perf_counter() - started, batch.files
+        )
+    return _run_cells(instance, deployment, batch, database, started, progress, show_steps)
+
+
+def _describe_calendar(calendar: DateCalendar) -> str:
+    end = f"to {calendar.end}" if calendar.end else "to the current window"
+    return (
+        f"date calendar: {calendar.cadence} windows from {calendar.start} {end} (older data: history slice)"
+    )
+
+
+def _latest_window_or_none(database: DatabaseResource) -> str | None:
+    try:
+        return latest_window(database)
+    except PipelineRunError:
+        return None
+
+
+def _run_cells(
+    instance: DagsterInstance,
+    deployment: Deployment,
+    batch: StagedBatch,
+    database: DatabaseResource,
+    started: float,
+    progress: Progress,
+    show_steps: bool,
+) -> IngestSummary:
+    from forecasting_pipeline import partitions
+    from forecasting_pipeline.automation import launch
+    from forecasting_pipeline.automation.planning import plan_rectangles
+
+    if not partitions.loaded_calendar.same_windows(batch.calendar):
+        raise PipelineRunError(
+            f"the deployment's date calendar changed ({_describe_calendar(batch.calendar)}) after this "
+            "process built its partitions; run the command again to ingest with it"
+        )
+    existing = set(instance.get_dynamic_partitions(SERIES_DIMENSION))
+    new_keys = sorted(set(batch.cells["partition_key"].to_list()) - existing)
+    if new_keys:
+        instance.add_dynamic_partitions(SERIES_DIMENSION, new_keys)
+        progress(f"added {len(new_keys)} series partitions")
+    order = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
+    windows = partitions.date_partitions.get_partition_keys()
+    rectangles = plan_rectangles(batch.cells, order, windows)
+    progress(f"{batch.cells.height} changed series × window cells in {len(rectangles)} runs")
+    run_ids: list[str] = []
+    failure: PipelineRunError | None = None
+    for rectangle in rectangles:
+        result = launch.ingest_rectangle(
+            instance,
+            rectangle.first_window,
+            rectangle.last_window,
+            rectangle.series_keys,
+            show_steps=show_steps,
+        )
+        run_ids.append(result.run_id)
+        try:
+            _check(result, "ingestion")
+        except PipelineRunError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    first_changed = batch.cells["window_key"].min()
+    latest = latest_window(database)
+    versioned = [w for w in windows if first_changed <= w <= latest]
+    for window in versioned:
+        result = launch.version_history(instance, window)
+        _check(result, f"history version of window {window}")
+        run_ids.append(result.run_id)
+    return IngestSummary(
+        batch, run_ids, batch.cells.height, versioned, latest, time.perf_counter() - started, batch.files
+    )
 
 
 def forecast(
     instance: DagsterInstance,
     window: str,
-    series_ids: list[str],
+    series_keys: list[str],
     *,
     global_model_config: Mapping[str, Any] | None = None,
     show_steps: bool = False,
@@ -121,6 +295,8 @@ def forecast(
 
     `global_model_config` overrides fields of `GlobalModelConfig` (e.g. `max_steps`).
     """
+    from forecasting_pipeline.automation import launch
+
     train_config = (
         {"ops": {"global_models": {"config": dict(global_model_config)}}} if global_model_config else None
     )
@@ -129,7 +305,7 @@ def forecast(
     _check(trained, f"training for window {window}")
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    forecasted = launch.forecast_window(instance, window, series_ids, show_steps=show_steps)
+    forecasted = launch.forecast_window(instance, window, series_keys, show_steps=show_steps)
     _check(forecasted, f"forecasting for window {window}")
     return ForecastSummary(
         window,
@@ -137,5 +313,5 @@ def forecast(
         forecasted.run_id,
         train_seconds,
         time.perf_counter() - started,
-        series_ids,
+        series_keys,
     )

@@ -11,9 +11,8 @@ Two dimensions:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -25,11 +24,14 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 
-from forecasting_pipeline.settings import Settings, load_settings
+from forecasting_pipeline.calendar import DATE_KEY_FORMAT, DateCalendar, load_calendar
+from forecasting_pipeline.schemas import SERIES_DIMENSION
+from forecasting_pipeline.series_keys import partition_key, partition_keys
+from forecasting_pipeline.settings import load_settings
 
-SERIES_DIMENSION = "series"
+__all__ = ["partition_key", "partition_keys"]
+
 DATE_DIMENSION = "date"
-DATE_KEY_FORMAT = "%Y-%m-%d"
 
 _CRON_BY_CADENCE = {
     "daily": "0 0 * * *",
@@ -37,48 +39,24 @@ _CRON_BY_CADENCE = {
     "monthly": "0 0 1 * *",
 }
 
-# Characters Dagster reserves in partition keys and ranges, plus path separators.
-_SERIES_ID_PATTERN = re.compile(r"[^|,\[\]*/\\\s][^|,\[\]*/\\]{0,126}(?<!\s)")
 
-
-class InvalidSeriesIdError(ValueError):
-    """A series id cannot be used as a partition key."""
-
-
-def validate_series_id(series_id: str) -> str:
-    """Return `series_id` if it can be a partition key; raise with the reason otherwise."""
-    if not isinstance(series_id, str) or not _SERIES_ID_PATTERN.fullmatch(series_id):
-        raise InvalidSeriesIdError(
-            f"series id {series_id!r} is not usable as a partition key: 1-127 characters, "
-            "no leading/trailing space, none of | , [ ] * / \\"
-        )
-    return series_id
-
-
-def _aligned_start(cadence: str, start: date) -> date:
-    """Floor `start` to a window boundary so the first key is the date the user wrote or before."""
-    if cadence == "weekly":
-        return start - timedelta(days=(start.weekday() + 1) % 7)
-    if cadence == "monthly":
-        return start.replace(day=1)
-    return start
-
-
-def build_date_partitions(settings: Settings) -> TimeWindowPartitionsDefinition:
-    """The `date` dimension for a deployment's cadence and start window."""
-    start = _aligned_start(settings.date_cadence, settings.partition_start)
+def build_date_partitions(calendar: DateCalendar) -> TimeWindowPartitionsDefinition:
+    """The `date` dimension of a deployment's calendar (see `calendar.py`)."""
     return TimeWindowPartitionsDefinition(
-        cron_schedule=_CRON_BY_CADENCE[settings.date_cadence],
-        start=start.strftime(DATE_KEY_FORMAT),
-        end=settings.partition_end.strftime(DATE_KEY_FORMAT) if settings.partition_end else None,
+        cron_schedule=_CRON_BY_CADENCE[calendar.cadence],
+        start=calendar.start.strftime(DATE_KEY_FORMAT),
+        end=calendar.end.strftime(DATE_KEY_FORMAT) if calendar.end else None,
         fmt=DATE_KEY_FORMAT,
-        # Include the window in progress, so data landing this week can be ingested this week.
-        end_offset=1,
+        # An open calendar includes the window in progress, so data landing this week is placed.
+        end_offset=0 if calendar.end else 1,
     )
 
 
+# The calendar this process was built with; `operations` refuses to launch runs if the
+# persisted calendar moved since (the CLI decides it before importing this module).
+loaded_calendar = load_calendar(load_settings())
 series_partitions = DynamicPartitionsDefinition(name=SERIES_DIMENSION)
-date_partitions = build_date_partitions(load_settings())
+date_partitions = build_date_partitions(loaded_calendar)
 series_date_partitions = MultiPartitionsDefinition(
     {SERIES_DIMENSION: series_partitions, DATE_DIMENSION: date_partitions}
 )
@@ -89,18 +67,18 @@ SAME_WINDOW = MultiToSingleDimensionPartitionMapping(partition_dimension_name=DA
 
 @dataclass(frozen=True, order=True)
 class SeriesWindow:
-    """One cell of the series × date grid."""
+    """One cell of the series × date grid; `series_key` is the partition key, not the series id."""
 
     window: str
-    series_id: str
+    series_key: str
 
     @property
     def key(self) -> MultiPartitionKey:
-        return MultiPartitionKey({DATE_DIMENSION: self.window, SERIES_DIMENSION: self.series_id})
+        return MultiPartitionKey({DATE_DIMENSION: self.window, SERIES_DIMENSION: self.series_key})
 
 
-def series_window(series_id: str, window: str) -> SeriesWindow:
-    return SeriesWindow(window=window, series_id=series_id)
+def series_window(series_key: str, window: str) -> SeriesWindow:
+    return SeriesWindow(window=window, series_key=series_key)
 
 
 def parse_series_date_key(key: str | MultiPartitionKey) -> SeriesWindow:
@@ -109,18 +87,18 @@ def parse_series_date_key(key: str | MultiPartitionKey) -> SeriesWindow:
         parts = key.keys_by_dimension
     else:
         parts = series_date_partitions.get_partition_key_from_str(key).keys_by_dimension
-    return SeriesWindow(window=parts[DATE_DIMENSION], series_id=parts[SERIES_DIMENSION])
+    return SeriesWindow(window=parts[DATE_DIMENSION], series_key=parts[SERIES_DIMENSION])
 
 
-def series_date_range(window: str, series_ids: list[str]) -> tuple[str, str]:
-    """First and last key of one window across `series_ids`, as a run's partition range.
+def series_date_range(window: str, series_keys: list[str]) -> tuple[str, str]:
+    """First and last key of one window across `series_keys`, as a run's partition range.
 
-    Ranges over a dynamic dimension follow the order in which ids were added, so callers pass
-    the ids in that order (`DagsterInstance.get_dynamic_partitions`).
+    Ranges over a dynamic dimension follow the order in which keys were added, so callers pass
+    the keys in that order (`DagsterInstance.get_dynamic_partitions`).
     """
-    if not series_ids:
+    if not series_keys:
         raise ValueError("a series × date range needs at least one series")
-    return str(series_window(series_ids[0], window).key), str(series_window(series_ids[-1], window).key)
+    return str(series_window(series_keys[0], window).key), str(series_window(series_keys[-1], window).key)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ UNIQUE_ID = "unique_id"
 DS = "ds"
 Y = "y"
 WINDOW_KEY = "window_key"
+# Where a landed row came from: its file and its 1-based data-row number (after the header).
+SOURCE = "source"
+SOURCE_ROW = "source_row"
+# Name of the dynamic `series` partitions dimension (partition keys derive from series ids).
+SERIES_DIMENSION = "series"
 
 # Prediction-interval levels every model must provide, in percent.
 INTERVAL_LEVELS: tuple[int, ...] = (80, 95)

@@ -9,8 +9,16 @@ so a deployment is described completely by the variables documented below.
   Default ./.forecasting
 - DAGSTER_HOME: folder holding the instance's dagster.yaml. Default FP_HOME/dagster
 - FP_DATE_CADENCE: arrival calendar of the `date` partitions: weekly (default), daily, monthly.
-- FP_PARTITION_START: first `date` window; older observations belong to it. Default 2016-10-02
-- FP_PARTITION_END: optional exclusive end of the `date` windows. Default: open-ended.
+- FP_PARTITION_START: pin the first `date` window; older observations belong to it. Default:
+  derived from the first data ingested and persisted in FP_HOME/calendar.json.
+- FP_PARTITION_END: with FP_PARTITION_START, an optional exclusive end of the `date` windows.
+- FP_CALENDAR_HISTORY_WINDOWS: how many windows before the newest data's window a new
+  deployment's calendar starts with (everything older is the history slice). Default 4
+- FP_FUTURE_TOLERANCE_HOURS: how far past the current time a timestamp may lie before it is
+  refused as a future timestamp. Default 24
+- FP_DQ_MAX_FAILING_FRACTION: share of a landed batch a blocking data-quality check tolerates
+  before it stops the batch. Default 0.01
+- FP_TARGET_MIN / FP_TARGET_MAX: optional bounds of plausible target values (a quality check).
 - FP_FORECAST_HORIZON: forecast steps, in each series' own sampling frequency. Default 24
 - MLFLOW_TRACKING_URI: MLflow tracking server or store. Default: sqlite file under FP_HOME.
 """
@@ -29,9 +37,9 @@ MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 
 CADENCES = ("daily", "weekly", "monthly")
 
-# The bundled dataset ends on 2016-10-31: the default first window keeps four weeks of
-# operating cycles after a history slice, so the demo shows incremental windows at once.
-DEFAULT_PARTITION_START = "2016-10-02"
+# A new deployment's calendar keeps this many operating windows before the newest data's window
+# (older data is the history slice), so the demo shows incremental windows at once.
+DEFAULT_CALENDAR_HISTORY_WINDOWS = 4
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +56,14 @@ class Settings:
     home: Path
     dagster_home: Path
     date_cadence: str
-    partition_start: date
+    partition_start: date | None  # None: the calendar comes from the data (persisted)
     partition_end: date | None
     forecast_horizon: int
+    calendar_history_windows: int = DEFAULT_CALENDAR_HISTORY_WINDOWS
+    future_tolerance_hours: float = 24.0
+    max_failing_fraction: float = 0.01
+    target_min: float | None = None
+    target_max: float | None = None
     # Set only when MLFLOW_TRACKING_URI is in the environment (it may carry credentials).
     mlflow_tracking_uri: str | None = None
 
@@ -80,6 +93,16 @@ class Settings:
         return self.home / "landing"
 
     @property
+    def rejected_dir(self) -> Path:
+        """Where landed files that cannot be read are moved, so they never block later ingests."""
+        return self.landing_dir / "rejected"
+
+    @property
+    def calendar_file(self) -> Path:
+        """The deployment's `date` calendar, fixed by its first data and shared by CLI, UI and daemon."""
+        return self.home / "calendar.json"
+
+    @property
     def embedded_db_dir(self) -> Path:
         """Data folder of the embedded PostgreSQL server used when no URL is configured."""
         return self.home / "pgdata"
@@ -107,6 +130,32 @@ def _parse_positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _parse_float(name: str, raw: str | None) -> float | None:
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a number") from exc
+
+
+def _parse_fraction(name: str, raw: str) -> float:
+    value = _parse_float(name, raw)
+    if value is None or not 0 <= value <= 1:
+        raise SettingsError(f"{name}={raw!r} must be a fraction between 0 and 1")
+    return value
+
+
+def _parse_non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must not be negative")
+    return value
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from `environ` (the process environment by default)."""
     env = os.environ if environ is None else environ
@@ -117,11 +166,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if cadence not in CADENCES:
         raise SettingsError(f"FP_DATE_CADENCE={cadence!r}; expected one of {', '.join(CADENCES)}")
 
-    start = _parse_date("FP_PARTITION_START", env.get("FP_PARTITION_START", DEFAULT_PARTITION_START))
+    raw_start = env.get("FP_PARTITION_START")
+    start = _parse_date("FP_PARTITION_START", raw_start) if raw_start else None
     raw_end = env.get("FP_PARTITION_END")
     end = _parse_date("FP_PARTITION_END", raw_end) if raw_end else None
-    if end is not None and end <= start:
+    if end is not None and start is None:
+        raise SettingsError("FP_PARTITION_END needs FP_PARTITION_START")
+    if end is not None and start is not None and end <= start:
         raise SettingsError("FP_PARTITION_END must be after FP_PARTITION_START")
+    target_min = _parse_float("FP_TARGET_MIN", env.get("FP_TARGET_MIN"))
+    target_max = _parse_float("FP_TARGET_MAX", env.get("FP_TARGET_MAX"))
+    if target_min is not None and target_max is not None and target_max < target_min:
+        raise SettingsError("FP_TARGET_MAX must not be below FP_TARGET_MIN")
 
     return Settings(
         database_url=env.get(DATABASE_URL_VAR) or None,
@@ -132,4 +188,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         partition_end=end,
         forecast_horizon=_parse_positive_int("FP_FORECAST_HORIZON", env.get("FP_FORECAST_HORIZON", "24")),
         mlflow_tracking_uri=env.get(MLFLOW_TRACKING_URI_VAR) or None,
+        calendar_history_windows=_parse_non_negative_int(
+            "FP_CALENDAR_HISTORY_WINDOWS",
+            env.get("FP_CALENDAR_HISTORY_WINDOWS", str(DEFAULT_CALENDAR_HISTORY_WINDOWS)),
+        ),
+        future_tolerance_hours=_parse_float(
+            "FP_FUTURE_TOLERANCE_HOURS", env.get("FP_FUTURE_TOLERANCE_HOURS", "24")
+        )
+        or 0.0,
+        max_failing_fraction=_parse_fraction(
+            "FP_DQ_MAX_FAILING_FRACTION", env.get("FP_DQ_MAX_FAILING_FRACTION", "0.01")
+        ),
+        target_min=target_min,
+        target_max=target_max,
     )

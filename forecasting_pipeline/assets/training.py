@@ -10,7 +10,7 @@ from dagster import (
 from pydantic import Field
 
 from forecasting_pipeline.assets.conventions import CODE_VERSION, GPU_POOL, note_run, pipeline_asset
-from forecasting_pipeline.assets.ingest import raw_observations
+from forecasting_pipeline.assets.ingest import observation_history
 from forecasting_pipeline.modeling.catalog import (
     GlobalModelParams,
     LocalModelSpec,
@@ -19,7 +19,7 @@ from forecasting_pipeline.modeling.catalog import (
 )
 from forecasting_pipeline.modeling.fitting import fit_global_model, fit_local_model
 from forecasting_pipeline.modeling.forecast_frame import catalog_forecast_frame, last_timestamps
-from forecasting_pipeline.modeling.frequency import panel_frequency, season_length
+from forecasting_pipeline.modeling.frequency import FrequencyError, season_length
 from forecasting_pipeline.partitions import (
     SAME_WINDOW,
     date_partitions,
@@ -33,13 +33,28 @@ from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResourc
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
 from forecasting_pipeline.schemas import UNIQUE_ID, empty_forecast_frame
+from forecasting_pipeline.storage.catalog import series_by_partition_key
 from forecasting_pipeline.storage.lineage import (
     MetricRecord,
     ModelRecord,
     record_metrics,
     register_model,
 )
-from forecasting_pipeline.storage.observations import read_panel
+from forecasting_pipeline.storage.observations import read_panel, series_frequencies
+
+
+def _stored_frequency(database: DatabaseResource, series_ids: list[str]) -> str:
+    """The one frequency of a panel's series, as inferred at registration (never per window)."""
+    with database.transaction() as conn:
+        frequencies = series_frequencies(conn, series_ids)
+    distinct = sorted({f for f in frequencies.values() if f})
+    if len(distinct) != 1:
+        unknown = sorted(s for s, f in frequencies.items() if not f)
+        raise FrequencyError(
+            f"series in one panel need one stored frequency; found {distinct or 'none'}"
+            + (f" (no frequency: {unknown[:5]})" if unknown else "")
+        )
+    return distinct[0]
 
 
 def _register_model(
@@ -69,7 +84,7 @@ def _model_version(window: str, run_id: str) -> str:
 
 @pipeline_asset(
     partitions_def=date_partitions,
-    deps=[AssetDep(raw_observations, partition_mapping=SAME_WINDOW)],
+    deps=[AssetDep(observation_history)],
     group_name="training",
     kinds={"pandas", "postgres"},
 )
@@ -77,8 +92,8 @@ def training_panel(context: AssetExecutionContext, database: DatabaseResource) -
     """All series' history up to the window's end, in the long format neuralforecast expects.
 
     History comes from `forecasting.observations`, the upserted record of every ingested cell;
-    the dependency on this window's `raw_observations` orders runs and marks the panel stale
-    when new data lands. Series end where their data ends (ragged panels are fine).
+    the dependency on this window's `observation_history` orders runs and marks the panel stale
+    when any cell up to the window changes. Series end where their data ends (ragged panels).
     """
     panels: dict[str, pd.DataFrame] = {}
     with database.transaction() as conn:
@@ -136,7 +151,7 @@ def global_models(
             context.log.warning(f"window {window}: no observations yet, nothing to train")
             forecasts[window] = empty_forecast_frame()
             continue
-        freq = panel_frequency(panel)
+        freq = _stored_frequency(database, sorted(panel[UNIQUE_ID].unique()))
         horizon = forecast_policy.horizon
         params = GlobalModelParams(
             horizon=horizon,
@@ -207,13 +222,17 @@ def local_models(
     """A statistical baseline per series, fitted for all series of a window in one call."""
     spec = local_model_spec(config.model)
     cells = [parse_series_date_key(key) for key in context.partition_keys]
+    with database.transaction() as conn:
+        ids = series_by_partition_key(conn, sorted({cell.series_key for cell in cells}))
     outputs: dict[str, pd.DataFrame] = {}
     for window, panel in training_panel.items():
         window_cells = [cell for cell in cells if cell.window == window]
-        history = panel[panel[UNIQUE_ID].isin({cell.series_id for cell in window_cells})]
+        history = panel[panel[UNIQUE_ID].isin({ids[cell.series_key] for cell in window_cells})]
         forecast = _local_forecast(context, database, spec, window, history, forecast_policy.horizon)
+        by_series = dict(iter(forecast.groupby(UNIQUE_ID, sort=False)))
+        empty = forecast.iloc[0:0]
         for cell in window_cells:
-            outputs[str(cell.key)] = forecast[forecast[UNIQUE_ID] == cell.series_id].reset_index(drop=True)
+            outputs[str(cell.key)] = by_series.get(ids[cell.series_key], empty).reset_index(drop=True)
         context.log.info(
             f"window {window}: {spec.name} forecasts for {forecast[UNIQUE_ID].nunique()} "
             f"of {len(window_cells)} series"
@@ -232,7 +251,7 @@ def _local_forecast(
     """Fit the local model on one window's history and register the version it produced."""
     if history.empty:
         return empty_forecast_frame()
-    freq = panel_frequency(history)
+    freq = _stored_frequency(database, sorted(history[UNIQUE_ID].unique()))
     fit = fit_local_model(history, spec, freq, horizon)
     if fit.too_short:
         context.log.warning(f"window {window}: {fit.too_short} have under one season of data")

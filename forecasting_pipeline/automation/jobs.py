@@ -1,7 +1,7 @@
 """Asset jobs, one per partitions definition.
 
 A run targets one partitions definition, so the series × date stages and the window-level
-training stages are separate jobs; the UI's asset backfills (and `demo`) chain them.
+stages are separate jobs; the UI's asset backfills (and `demo`) chain them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ ingest_job = define_asset_job(
     name="ingest_observations",
     selection=AssetSelection.assets("raw_observations"),
     partitions_def=series_date_partitions,
-    description="Validate and store landed observations for a rectangle of series × windows.",
+    description="Accept staged observations for a rectangle of series × windows, with quality checks.",
+)
+
+history_job = define_asset_job(
+    name="version_observation_history",
+    selection=AssetSelection.assets("observation_history"),
+    partitions_def=date_partitions,
+    description="Fold every cell up to a window into the window's history data version.",
 )
 
 train_job = define_asset_job(
@@ -31,4 +38,4 @@ forecast_job = define_asset_job(
     description="Fit local baselines and store every model's forecasts per series × window.",
 )
 
-JOBS = [ingest_job, train_job, forecast_job]
+JOBS = [ingest_job, history_job, train_job, forecast_job]

@@ -10,7 +10,7 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from forecasting_pipeline.automation.jobs import forecast_job, ingest_job, train_job
+from forecasting_pipeline.automation.jobs import forecast_job, history_job, ingest_job, train_job
 from forecasting_pipeline.automation.recovery import launcher_tags
 from forecasting_pipeline.partitions import series_date_range
 
@@ -44,17 +44,21 @@ def run_partition_range(
     )
 
 
-def ingest_windows(
+def ingest_rectangle(
     instance: DagsterInstance,
     first_window: str,
     last_window: str,
-    series_ids: list[str],
+    series_keys: list[str],
     **options: Any,
 ) -> ExecuteInProcessResult:
-    """One run over the rectangle first..last window × series_ids (ids in partition order)."""
-    start, _ = series_date_range(first_window, series_ids)
-    _, end = series_date_range(last_window, series_ids)
+    """One run over the rectangle first..last window × series_keys (keys in partition order)."""
+    start, _ = series_date_range(first_window, series_keys)
+    _, end = series_date_range(last_window, series_keys)
     return run_partition_range(ingest_job.name, instance, start, end, **options)
+
+
+def version_history(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:
+    return run_partition_range(history_job.name, instance, window, window, **options)
 
 
 def train_window(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:

@@ -24,6 +24,11 @@ MODELS = "models"
 METRICS = "metrics"
 BACKTEST_FOLDS = "backtest_folds"
 PREDICTIONS = "predictions"
+LANDED_FILES = "landed_files"
+STAGED_OBSERVATIONS = "staged_observations"
+OBSERVATION_REVISIONS = "observation_revisions"
+CELL_VERSIONS = "cell_versions"
+DATA_QUALITY_RESULTS = "data_quality_results"
 
 # insertmanyvalues batches rows into multi-row VALUES; keep statements well under the
 # 65,535 bind-parameter limit of the PostgreSQL protocol.
