@@ -12,6 +12,7 @@ so a deployment is described completely by the variables documented below.
 - FP_PARTITION_START: pin the first `date` window; older observations belong to it. Default:
   derived from the first data ingested and persisted in FP_HOME/calendar.json.
 - FP_PARTITION_END: with FP_PARTITION_START, an optional exclusive end of the `date` windows.
+- FP_LANDING_DIR: the folder landed files arrive in. Default FP_HOME/landing
 - FP_CALENDAR_HISTORY_WINDOWS: how many windows before the newest data's window a new
   deployment's calendar starts with (everything older is the history slice). Default 4
 - FP_FUTURE_TOLERANCE_HOURS: how far past the current time a timestamp may lie before it is
@@ -64,6 +65,7 @@ class Settings:
     max_failing_fraction: float = 0.01
     target_min: float | None = None
     target_max: float | None = None
+    landing_override: Path | None = None
     # Set only when MLFLOW_TRACKING_URI is in the environment (it may carry credentials).
     mlflow_tracking_uri: str | None = None
 
@@ -89,8 +91,8 @@ class Settings:
 
     @property
     def landing_dir(self) -> Path:
-        """Where new CSV/Parquet files arrive to be ingested."""
-        return self.home / "landing"
+        """Where new CSV/Parquet files arrive to be ingested (FP_LANDING_DIR, e.g. a shared mount)."""
+        return self.landing_override or self.home / "landing"
 
     @property
     def rejected_dir(self) -> Path:
@@ -201,4 +203,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         target_min=target_min,
         target_max=target_max,
+        landing_override=Path(env["FP_LANDING_DIR"]).expanduser().resolve()
+        if env.get("FP_LANDING_DIR")
+        else None,
     )

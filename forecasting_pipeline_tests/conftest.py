@@ -27,8 +27,22 @@ _HOME = _scratch_dir("fp-tests-")
 os.environ["FP_HOME"] = str(_HOME)
 os.environ["DAGSTER_HOME"] = str(_HOME / "dagster")
 os.environ.pop("FP_DATABASE_URL", None)
-for _name in ("FP_DATE_CADENCE", "FP_PARTITION_START", "FP_PARTITION_END", "FP_FORECAST_HORIZON"):
+for _name in (
+    "FP_DATE_CADENCE",
+    "FP_PARTITION_END",
+    "FP_FORECAST_HORIZON",
+    "FP_CALENDAR_HISTORY_WINDOWS",
+    "FP_TARGET_MIN",
+    "FP_TARGET_MAX",
+    "FP_DQ_MAX_FAILING_FRACTION",
+    "FP_FUTURE_TOLERANCE_HOURS",
+    "FP_LANDING_DIR",
+):
     os.environ.pop(_name, None)
+# In-process tests share one imported set of partitions, so their calendar is pinned (to the
+# bundled data's windows); the calendar-from-data path runs in CLI subprocess tests.
+TEST_PARTITION_START = "2016-10-02"
+os.environ["FP_PARTITION_START"] = TEST_PARTITION_START
 
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
@@ -39,12 +53,16 @@ TINY_GLOBAL_MODEL = {"max_steps": 5, "input_size": 48, "batch_size": 8}
 
 
 def land_and_ingest(deployment, instance):
-    """The CLI's ingest path on the bundled dataset: land it, register series, ingest all windows."""
+    """The CLI's ingest path on the bundled dataset: land it, stage it, ingest the changed cells."""
     from forecasting_pipeline import operations
     from forecasting_pipeline.datasets import EPF_FR_BE, land_bundled_dataset
 
     land_bundled_dataset(EPF_FR_BE.name, deployment.settings.landing_dir)
     return operations.ingest(instance, deployment, progress=lambda _: None)
+
+
+def series_keys(instance) -> list[str]:
+    return list(instance.get_dynamic_partitions("series"))
 
 
 def ingest_and_forecast(deployment, instance):
@@ -54,8 +72,8 @@ def ingest_and_forecast(deployment, instance):
     ingested = land_and_ingest(deployment, instance)
     forecasted = operations.forecast(
         instance,
-        ingested.latest_window,
-        ingested.registration.series_ids,
+        ingested.latest_window or "2016-10-30",
+        series_keys(instance),
         global_model_config=TINY_GLOBAL_MODEL,
     )
     return ingested, forecasted
@@ -112,19 +130,23 @@ def fresh_database(server_url: str) -> Iterator[Callable[[], str]]:
     admin.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deployment(fresh_database: Callable[[], str]):
-    """The session's deployment: fresh database, migrations applied, Dagster home prepared."""
+    """The module's deployment: its own database and landing folder, so modules run in any order."""
     from forecasting_pipeline.bootstrap import prepare_deployment
     from forecasting_pipeline.settings import load_settings
 
     os.environ["FP_DATABASE_URL"] = fresh_database()
-    return prepare_deployment(load_settings())
+    landing = _scratch_dir("fp-landing-")
+    yield prepare_deployment(load_settings({**os.environ, "FP_LANDING_DIR": str(landing)}))
+    import shutil
+
+    shutil.rmtree(landing, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def instance(deployment):
-    """A Dagster instance whose runs, events and schedules live in the session database."""
+    """A Dagster instance whose runs, events and schedules live in the module's database."""
     from dagster import DagsterInstance
 
     from forecasting_pipeline.bootstrap import limit_gpu_pool
@@ -135,7 +157,7 @@ def instance(deployment):
     dagster_instance.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def db_engine(deployment):
     from forecasting_pipeline.resources.database import engine_for
 

@@ -33,9 +33,18 @@ def pipeline(deployment, instance):
 
 def test_landed_series_become_partitions_and_all_windows_are_ingested(pipeline, instance, db_engine):
     ingested, _ = pipeline
-    assert ingested.registration.series_ids == SERIES
+    assert sorted(ingested.new_series) == SERIES
     assert list(instance.get_dynamic_partitions("series")) == SERIES
-    assert (ingested.first_window, ingested.latest_window) == ("2016-10-02", LATEST_WINDOW)
+    assert ingested.latest_window == LATEST_WINDOW
+    # The history slice and four weekly windows, for both series: ten cells, one rectangle run.
+    assert ingested.cells == 10
+    (landed,) = ingested.files
+    assert (landed.status, landed.rows_read, landed.rows_accepted, landed.rows_quarantined) == (
+        "staged",
+        32160,
+        32160,
+        0,
+    )
 
     expected = EPF_FR_BE.load().groupby("unique_id").size()
     with db_engine.connect() as conn:

@@ -539,9 +539,8 @@ def _series_grids(frequencies: pl.DataFrame, ticks_per_second: int) -> pl.DataFr
     aliases = frequencies.get_column("freq").cast(pl.String).drop_nulls().unique().to_list()
     grids = [grid for alias in aliases if (grid := _grid_of(alias, ticks_per_second)) is not None]
     table = pl.DataFrame(grids, schema=_GRID_SCHEMA)
-    return frequencies.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col("freq").cast(pl.String)).join(
-        table, on="freq", how="inner"
-    )
+    series = frequencies.select(pl.col(UNIQUE_ID).cast(pl.String), pl.col("freq").cast(pl.String))
+    return series.join(table, on="freq", how="inner")
 
 
 def grid_flags(observations: pl.DataFrame, frequencies: pl.DataFrame) -> pl.DataFrame:
@@ -563,7 +562,11 @@ def grid_flags(observations: pl.DataFrame, frequencies: pl.DataFrame) -> pl.Data
     """
     ids, rows, ticks_per_second = _indexed_rows(observations)
     day = 86_400 * ticks_per_second
-    grids = _series_grids(frequencies, ticks_per_second).join(ids, on=UNIQUE_ID).drop(UNIQUE_ID, "freq")
+    grids = (
+        _series_grids(frequencies, ticks_per_second)
+        .join(ids, on=UNIQUE_ID, nulls_equal=True)
+        .drop(UNIQUE_ID, "freq")
+    )
     t = pl.col(_T)
     weekday = (t // day + _EPOCH_WEEKDAY) % 7
     known = rows.drop_nulls(_T).join(grids.lazy(), on=_SID, how="inner")
