@@ -333,8 +333,9 @@ def stage_landed_files(
                 else f
                 for f in batch.files
             ]
-        newest = max(pl.concat(accumulated.spans, how="vertical_relaxed")["last_ts"].to_list())
-        batch.calendar = plan_calendar(calendar, newest, settings.calendar_history_windows)
+        newest = pl.concat(accumulated.spans, how="vertical_relaxed")["last_ts"].max()
+        if newest is not None:
+            batch.calendar = plan_calendar(calendar, newest, settings.calendar_history_windows)
     batch.cells = pending_cells(conn, batch.calendar, batch.batch_id)
     return batch
 

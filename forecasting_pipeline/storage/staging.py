@@ -221,8 +221,11 @@ def store_quality_results(
 
 
 def release_held_files(conn: Connection) -> list[int]:
-    """Accept batches a blocking quality check held, after a person has looked at them."""
-    return list(
+    """Accept batches a blocking quality check held, after a person has looked at them.
+
+    Their failed results stay on record, marked released, and no longer block their cells.
+    """
+    released = list(
         conn.execute(
             text(
                 f"UPDATE {SCHEMA}.{LANDED_FILES} SET status = 'staged', "
@@ -231,3 +234,13 @@ def release_held_files(conn: Connection) -> list[int]:
             )
         ).scalars()
     )
+    if released:
+        conn.execute(
+            text(
+                f"UPDATE {SCHEMA}.{DATA_QUALITY_RESULTS} SET success = true, "
+                "details = details || CAST('{\"released_by_operator\": true}' AS jsonb) "
+                "WHERE NOT success AND file_ids && CAST(:ids AS bigint[])"
+            ),
+            {"ids": released},
+        )
+    return released
