@@ -4,8 +4,8 @@ A new deployment has no calendar until data arrives. The first ingest fixes its 
 windows before the newest data (everything older is the history slice, one partition per
 series however long the backlog) and persists it in FP_HOME, so the CLI, the UI's code server
 and the daemon all build the same partitions. A historical dataset's calendar ends at its last
-window (no decade of empty weeks); a live one — data up to the current window — stays open and
-runs to the current window.
+window (no decade of empty weeks); a live one — data reaching the current or the previous
+window — stays open and runs to the current window.
 
 Pure functions of dates and frames: no Dagster import, so the CLI can decide the calendar before
 anything builds partitions from it.

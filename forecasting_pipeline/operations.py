@@ -8,6 +8,7 @@ before any Dagster definition is built from it.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -60,11 +61,21 @@ class ForecastSummary:
     series_keys: list[str]
 
 
+_DAGSTER_ERROR_PREFIX = re.compile(r"^dagster\._core\.errors\.\w+: ")
+_HELD_HINT = (
+    " (the batch is held: see forecasting.data_quality_results and forecasting.landed_files; "
+    "fix and re-land it, or accept it with `forecasting-pipeline ingest --release-held`)"
+)
+
+
 def _root_cause(error: Any) -> str:
-    """Dagster wraps the asset's exception; the user needs the innermost message."""
+    """Dagster wraps the asset's exception; the user needs the innermost message, on one line."""
     while getattr(error, "cause", None) is not None:
         error = error.cause
-    return error.message.strip()
+    message = " ".join(error.message.split())
+    if "blocking asset check failed" in message:
+        message += _HELD_HINT
+    return _DAGSTER_ERROR_PREFIX.sub("", message)
 
 
 def _check(result: ExecuteInProcessResult, what: str) -> None:
@@ -253,7 +264,11 @@ def _run_cells(
     order = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
     windows = partitions.date_partitions.get_partition_keys()
     rectangles = plan_rectangles(batch.cells, order, windows)
-    progress(f"{batch.cells.height} changed series × window cells in {len(rectangles)} runs")
+    waiting = batch.cells.filter(~pl.col("window_key").is_in(windows)).height
+    progress(
+        f"{batch.cells.height - waiting} changed series × window cells in {len(rectangles)} runs"
+        + (f"; {waiting} cells wait for their window to open" if waiting else "")
+    )
     run_ids: list[str] = []
     failure: PipelineRunError | None = None
     for rectangle in rectangles:

@@ -36,11 +36,12 @@ def partition_keys(series_ids: pl.Series) -> pl.Series:
         .str.normalize("NFKD")
         .str.replace_all(r"\p{M}", "")
         .str.replace_all(r"[^A-Za-z0-9_.\-]+", "_")
+        .str.replace_all(r"\.{2,}", ".")  # `...` separates partition ranges in Dagster
         .str.strip_chars("_.-")
         .str.slice(0, _SLUG_LENGTH)
     )
     keyed = distinct.with_columns(hashes).with_columns(
-        pl.when(pl.col("series_id").str.contains(_PLAIN_ID))
+        pl.when(pl.col("series_id").str.contains(_PLAIN_ID) & ~pl.col("series_id").str.contains(r"\.\."))
         .then(pl.col("series_id"))
         .otherwise(pl.when(slug == "").then(pl.lit("id")).otherwise(slug) + pl.lit("~") + pl.col("hash"))
         .alias("partition_key")

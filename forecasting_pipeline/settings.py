@@ -141,6 +141,13 @@ def _parse_float(name: str, raw: str | None) -> float | None:
         raise SettingsError(f"{name}={raw!r} is not a number") from exc
 
 
+def _parse_non_negative_float(name: str, raw: str) -> float:
+    value = _parse_float(name, raw)
+    if value is None or value < 0:
+        raise SettingsError(f"{name}={raw!r} must be a non-negative number")
+    return value
+
+
 def _parse_fraction(name: str, raw: str) -> float:
     value = _parse_float(name, raw)
     if value is None or not 0 <= value <= 1:
@@ -194,10 +201,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "FP_CALENDAR_HISTORY_WINDOWS",
             env.get("FP_CALENDAR_HISTORY_WINDOWS", str(DEFAULT_CALENDAR_HISTORY_WINDOWS)),
         ),
-        future_tolerance_hours=_parse_float(
-            "FP_FUTURE_TOLERANCE_HOURS", env.get("FP_FUTURE_TOLERANCE_HOURS", "24")
-        )
-        or 0.0,
+        future_tolerance_hours=_parse_non_negative_float(
+            "FP_FUTURE_TOLERANCE_HOURS", env.get("FP_FUTURE_TOLERANCE_HOURS") or "24"
+        ),
         max_failing_fraction=_parse_fraction(
             "FP_DQ_MAX_FAILING_FRACTION", env.get("FP_DQ_MAX_FAILING_FRACTION", "0.01")
         ),

@@ -19,7 +19,11 @@ GOOD_ROWS = 400  # big enough that one bad row stays under the 1% quality thresh
 
 def _good(series: str) -> pl.DataFrame:
     frame = pl.read_csv(EPF_FR_BE.path(), infer_schema=False).select("unique_id", "ds", "y")
-    return frame.filter(pl.col("unique_id") == "FR").head(GOOD_ROWS).with_columns(pl.lit(series).alias("unique_id"))
+    return (
+        frame.filter(pl.col("unique_id") == "FR")
+        .head(GOOD_ROWS)
+        .with_columns(pl.lit(series).alias("unique_id"))
+    )
 
 
 def _csv(frame: pl.DataFrame) -> str:
@@ -42,21 +46,42 @@ def _corpus() -> dict[str, tuple[bytes, str]]:
         "broken.parquet": (broken_parquet, "not a readable Parquet file"),
         "corrupt.csv.gz": (b"\x1f\x8b\x08\x00garbage", "gzip"),
         "no_target.csv": (_csv(_good("bad-no-target").drop("y")).encode(), "landed data has no 'y' column"),
-        "bad_dates.csv": (_with_row("bad-dates", "bad-dates,31/12/2016 10:00,5").encode(), "unparseable timestamp"),
+        "bad_dates.csv": (
+            _with_row("bad-dates", "bad-dates,31/12/2016 10:00,5").encode(),
+            "unparseable timestamp",
+        ),
         "mixed_zones.csv": (
-            (_csv(_good("bad-zones").with_columns(pl.col("ds") + "Z")) + "bad-zones,2016-03-01 00:00:00,1\n").encode(),
+            (
+                _csv(_good("bad-zones").with_columns(pl.col("ds") + "Z"))
+                + "bad-zones,2016-03-01 00:00:00,1\n"
+            ).encode(),
             "timestamp without a time zone",
         ),
-        "text_target.csv": (_with_row("bad-text", "bad-text,2016-02-01 00:00:00,abc").encode(), "non-numeric target"),
-        "inf_target.csv": (_with_row("bad-inf", "bad-inf,2016-02-01 00:00:00,inf").encode(), "non-finite target"),
+        "text_target.csv": (
+            _with_row("bad-text", "bad-text,2016-02-01 00:00:00,abc").encode(),
+            "non-numeric target",
+        ),
+        "inf_target.csv": (
+            _with_row("bad-inf", "bad-inf,2016-02-01 00:00:00,inf").encode(),
+            "non-finite target",
+        ),
         "conflicting.csv": (
             _with_row("bad-dup", "bad-dup,2015-01-01 00:00:00,123456").encode(),
             "duplicate timestamp, superseded by a later row",
         ),
-        "control_id.csv": (_with_row("bad-ctl", '"bad\tid",2016-02-01 00:00:00,1').encode(), "control character"),
-        "long_id.csv": (_with_row("bad-long", f"{'x' * 300},2016-02-01 00:00:00,1").encode(), "longer than 200"),
+        "control_id.csv": (
+            _with_row("bad-ctl", '"bad\tid",2016-02-01 00:00:00,1').encode(),
+            "control character",
+        ),
+        "long_id.csv": (
+            _with_row("bad-long", f"{'x' * 300},2016-02-01 00:00:00,1").encode(),
+            "longer than 200",
+        ),
         "future.csv": (_with_row("bad-future", "bad-future,2099-01-01 00:00:00,1").encode(), "in the future"),
-        "ragged.csv": (_with_row("bad-ragged", "bad-ragged,2016-02-01 00:00:00,1,extra,fields").encode(), "fields"),
+        "ragged.csv": (
+            _with_row("bad-ragged", "bad-ragged,2016-02-01 00:00:00,1,extra,fields").encode(),
+            "fields",
+        ),
         "header_only.csv": (b"unique_id,ds,y\n", "staged 0 of 0 rows"),
         "notes.xlsx": (b"PK\x03\x04 not a workbook", "unknown file type"),
     }
@@ -147,7 +172,7 @@ ODD_BUT_VALID = {
 def test_odd_but_valid_files_ingest_every_row(name, deployment, instance, db_engine):
     series = f"odd-{name.split('.')[0]}"
     (deployment.settings.landing_dir / name).write_bytes(ODD_BUT_VALID[name](_csv(_good(series))))
-    summary, error = _ingest(deployment, instance)
+    _, error = _ingest(deployment, instance)
     assert error is None, error
     entry = _manifest(db_engine)[name]
     assert (entry["status"], entry["rows_read"], entry["rows_accepted"]) == ("ingested", GOOD_ROWS, GOOD_ROWS)
@@ -157,8 +182,10 @@ def test_quoted_ids_reordered_columns_a_text_column_and_utc_timestamps(deploymen
     good = _good("Store, North").with_columns(
         (pl.col("ds").str.replace(" ", "T") + "Z").alias("ds"), pl.lit("checked by Ann").alias("note")
     )
-    (deployment.settings.landing_dir / "reordered.csv").write_text(_csv(good.select("note", "y", "ds", "unique_id")))
-    summary, error = _ingest(deployment, instance)
+    (deployment.settings.landing_dir / "reordered.csv").write_text(
+        _csv(good.select("note", "y", "ds", "unique_id"))
+    )
+    _, error = _ingest(deployment, instance)
     assert error is None, error
     entry = _manifest(db_engine)["reordered.csv"]
     assert (entry["rows_read"], entry["rows_accepted"]) == (GOOD_ROWS, GOOD_ROWS)

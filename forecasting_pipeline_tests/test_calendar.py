@@ -46,7 +46,11 @@ def test_weekly_windows_start_on_sunday(day: date, window: date):
 
 @pytest.mark.parametrize(
     ("day", "window"),
-    [(date(2016, 10, 1), date(2016, 10, 1)), (date(2016, 10, 15), date(2016, 10, 1)), (date(2016, 2, 29), date(2016, 2, 1))],
+    [
+        (date(2016, 10, 1), date(2016, 10, 1)),
+        (date(2016, 10, 15), date(2016, 10, 1)),
+        (date(2016, 2, 29), date(2016, 2, 1)),
+    ],
 )
 def test_monthly_windows_start_on_the_first(day: date, window: date):
     assert window_floor("monthly", day) == window
@@ -133,7 +137,9 @@ def test_newer_data_extends_a_persisted_closed_calendar(persisted: DateCalendar)
     assert planned == DateCalendar("weekly", date(2016, 11, 27), date(2017, 1, 22), persisted=True)
 
 
-@pytest.mark.parametrize("newest", [datetime(2016, 12, 10), datetime(2016, 12, 31, 23, 59), datetime(2010, 1, 1)])
+@pytest.mark.parametrize(
+    "newest", [datetime(2016, 12, 10), datetime(2016, 12, 31, 23, 59), datetime(2010, 1, 1)]
+)
 def test_older_data_leaves_a_persisted_calendar_alone(persisted: DateCalendar, newest: datetime):
     assert plan_calendar(persisted, newest, history_windows=4, now=NOW) == persisted
 
@@ -214,12 +220,22 @@ def test_window_keys_of_an_open_calendar_have_no_end():
 def test_window_keys_of_monthly_and_daily_calendars():
     monthly = DateCalendar("monthly", date(2016, 11, 1), date(2017, 2, 1))
     assert _keys(
-        [datetime(2016, 10, 31, 23), datetime(2016, 12, 31, 23, 59), datetime(2017, 1, 1), datetime(2017, 2, 1)],
+        [
+            datetime(2016, 10, 31, 23),
+            datetime(2016, 12, 31, 23, 59),
+            datetime(2017, 1, 1),
+            datetime(2017, 2, 1),
+        ],
         monthly,
     ) == ["2016-11-01", "2016-12-01", "2017-01-01", None]
     daily = DateCalendar("daily", date(2016, 10, 5), date(2016, 10, 7))
     assert _keys(
-        [datetime(2016, 10, 1), datetime(2016, 10, 5, 23, 59), datetime(2016, 10, 6, 0, 1), datetime(2016, 10, 7)],
+        [
+            datetime(2016, 10, 1),
+            datetime(2016, 10, 5, 23, 59),
+            datetime(2016, 10, 6, 0, 1),
+            datetime(2016, 10, 7),
+        ],
         daily,
     ) == ["2016-10-05", "2016-10-05", "2016-10-06", None]
 
@@ -300,7 +316,7 @@ def test_a_different_cadence_in_the_environment_is_refused(tmp_path: Path, monke
     save_calendar(load_settings({"FP_HOME": str(tmp_path)}), DateCalendar("weekly", date(2016, 11, 27), None))
     monkeypatch.setenv("FP_DATE_CADENCE", "daily")
     daily = load_settings({"FP_HOME": str(tmp_path), "FP_DATE_CADENCE": "daily"})
-    with pytest.raises(SettingsError, match="calendar .* is weekly; FP_DATE_CADENCE=daily"):
+    with pytest.raises(SettingsError, match=r"calendar .* is weekly; FP_DATE_CADENCE=daily"):
         load_calendar(daily)
 
 

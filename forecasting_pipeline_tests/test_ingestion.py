@@ -74,7 +74,10 @@ def test_a_new_week_runs_only_its_cells_and_a_file_landed_twice_does_nothing(dep
     _land(deployment, "week_a_copy.csv", _epf("FR", "week-a", "2016-09-01", "2016-10-23"))
     copy = _ingest(deployment, instance)
     assert copy.run_ids == [] and "same content as landed file" in copy.files[-1].message
-    assert _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'") == stored
+    assert (
+        _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'")
+        == stored
+    )
 
     _land(deployment, "week_a_2016-10-23.csv", _epf("FR", "week-a", "2016-10-23", "2016-10-30"))
     week = _ingest(deployment, instance)
@@ -144,7 +147,9 @@ def test_a_restated_value_is_audited_and_makes_later_windows_stale(deployment, i
     assert panel_status() == StaleStatus.FRESH
 
     # A correction of one hour in the history slice, landed as a new file.
-    correction = original.filter(pl.col("ds") == "2016-10-05 10:00:00").with_columns(pl.lit("99.5").alias("y"))
+    correction = original.filter(pl.col("ds") == "2016-10-05 10:00:00").with_columns(
+        pl.lit("99.5").alias("y")
+    )
     old_y = float(original.filter(pl.col("ds") == "2016-10-05 10:00:00")["y"][0])
     _land(deployment, "restated_correction.csv", correction)
     restated = _ingest(deployment, instance)

@@ -218,7 +218,11 @@ def test_series_window_key_round_trips_for_any_series_id(series_id: str):
 
 
 def test_series_windows_sort_by_window_then_series():
-    cells = [series_window("FR", "2016-10-16"), series_window("BE", "2016-10-16"), series_window("FR", "2016-10-09")]
+    cells = [
+        series_window("FR", "2016-10-16"),
+        series_window("BE", "2016-10-16"),
+        series_window("FR", "2016-10-09"),
+    ]
     assert sorted(cells) == [
         SeriesWindow(window="2016-10-09", series_key="FR"),
         SeriesWindow(window="2016-10-16", series_key="BE"),

@@ -169,11 +169,6 @@ def test_future_tolerance_must_be_a_number(home: Path):
         load_settings({"FP_HOME": str(home), "FP_FUTURE_TOLERANCE_HOURS": "a day"})
 
 
-@pytest.mark.xfail(
-    reason="an empty FP_FUTURE_TOLERANCE_HOURS parses to None and `or 0.0` turns it into zero "
-    "tolerance: neither the 24-hour default nor an error",
-    strict=True,
-)
 def test_empty_future_tolerance_is_not_silently_zero(home: Path):
     try:
         settings = load_settings({"FP_HOME": str(home), "FP_FUTURE_TOLERANCE_HOURS": ""})

@@ -32,8 +32,8 @@ def _reasons(frame: pl.DataFrame) -> dict[int, str]:
     return dict(zip(frame["source_row"].to_list(), frame["reason"].to_list(), strict=True))
 
 
-def _refused(records: list[tuple], **kwargs) -> list[str]:
-    result = validate_rows(_rows(records), **kwargs)
+def _refused(records: list[tuple]) -> list[str]:
+    result = validate_rows(_rows(records))
     assert result.valid.height == 0
     return result.quarantined["reason"].to_list()
 
@@ -106,7 +106,16 @@ def test_series_id_longer_than_the_limit():
 
 @pytest.mark.parametrize(
     "ds",
-    [None, "", "yesterday", "2020-02-30", "01/02/2020", "2020-01-01 extra", "20200101", "2020-01-01T05:00:00+02"],
+    [
+        None,
+        "",
+        "yesterday",
+        "2020-02-30",
+        "01/02/2020",
+        "2020-01-01 extra",
+        "20200101",
+        "2020-01-01T05:00:00+02",
+    ],
 )
 def test_unparseable_timestamp(ds: str | None):
     assert _refused([("FR", ds, "1")]) == [UNPARSEABLE]
@@ -217,11 +226,6 @@ def test_naive_timestamps_in_a_zoned_file_are_refused():
     assert _reasons(result.quarantined) == {2: MIXED_ZONES, 4: MIXED_ZONES}
 
 
-@pytest.mark.xfail(
-    reason="mixed_zones counts an unparseable value that merely ends in Z or an offset as a zoned "
-    "timestamp, so one such typo refuses every naive timestamp of the file",
-    strict=True,
-)
 def test_an_unparseable_zoned_value_does_not_make_a_naive_file_mixed():
     result = validate_rows(
         _rows(
@@ -337,11 +341,6 @@ def test_conflicting_duplicates_are_flagged_on_every_row_of_the_timestamp():
     ]
 
 
-@pytest.mark.xfail(
-    reason="duplicates are compared on the target only: a later row that corrects just a driver "
-    "leaves the earlier one labelled 'exact duplicate of a later row'",
-    strict=True,
-)
 def test_a_driver_correction_is_not_an_exact_duplicate():
     result = validate_rows(
         _rows([("FR", "2020-01-01", "1", "5"), ("FR", "2020-01-01", "1", "6")], columns=_with("price")),
@@ -484,7 +483,9 @@ def test_data_without_a_target_column_is_quarantined_with_that_reason():
 def test_configured_column_names_map_to_the_long_format():
     rows = _rows([("Store, North", "2020-01-01", "12")], columns=("store", "date", "sales"))
     result = validate_rows(rows, ColumnRoles(series_id="store", timestamp="date", target="sales"))
-    assert result.valid.select("unique_id", "ds", "y").rows() == [("Store, North", datetime(2020, 1, 1), 12.0)]
+    assert result.valid.select("unique_id", "ds", "y").rows() == [
+        ("Store, North", datetime(2020, 1, 1), 12.0)
+    ]
     assert result.drivers == []
 
 

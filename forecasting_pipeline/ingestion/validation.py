@@ -177,9 +177,8 @@ def validate_rows(
         pl.col(Y).str.strip_chars().cast(pl.Float64, strict=False).alias("_y"),
         *[pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).alias(f"_d_{c}") for c in drivers],
     )
-    mixed_zones = bool(parsed["_offset"].any()) and bool(
-        (~parsed["_offset"] & parsed["_ds"].is_not_null()).any()
-    )
+    readable = parsed["_ds"].is_not_null()
+    mixed_zones = bool((parsed["_offset"] & readable).any()) and bool((~parsed["_offset"] & readable).any())
     driver_reasons = [
         pl.when(
             pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "") & pl.col(f"_d_{c}").is_null()
@@ -222,7 +221,12 @@ def validate_rows(
         )
         .alias("_rank"),
         pl.when(pl.col(REASON).is_null())
-        .then(pl.col("_y").n_unique().over(["_id", "_ds", pl.col(REASON).is_null()]) > 1)
+        .then(
+            pl.struct(["_y", *[f"_d_{c}" for c in drivers]])
+            .n_unique()
+            .over(["_id", "_ds", pl.col(REASON).is_null()])
+            > 1
+        )
         .otherwise(False)
         .alias(CONFLICTING_DUPLICATE),
     ).with_columns(
