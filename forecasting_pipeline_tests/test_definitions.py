@@ -11,7 +11,14 @@ from dagster import AssetKey, BackfillPolicy
 from forecasting_pipeline.definitions import defs
 from forecasting_pipeline.settings import REPO_ROOT
 
-SLICE = ["raw_observations", "training_panel", "global_models", "local_models", "predictions"]
+SLICE = [
+    "raw_observations",
+    "observation_history",
+    "training_panel",
+    "global_models",
+    "local_models",
+    "predictions",
+]
 
 
 def test_the_vertical_slice_is_wired_left_to_right():
@@ -20,7 +27,8 @@ def test_the_vertical_slice_is_wired_left_to_right():
     parents = {name: {p.to_user_string() for p in graph.get(AssetKey(name)).parent_keys} for name in SLICE}
     assert parents == {
         "raw_observations": set(),
-        "training_panel": {"raw_observations"},
+        "observation_history": {"raw_observations"},
+        "training_panel": {"observation_history"},
         "global_models": {"training_panel"},
         "local_models": {"training_panel"},
         "predictions": {"global_models", "local_models"},
@@ -30,7 +38,11 @@ def test_the_vertical_slice_is_wired_left_to_right():
 def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_pool():
     for name in SLICE:
         policy = defs.resolve_assets_def(name).backfill_policy
-        assert policy == BackfillPolicy.single_run(), name
+        # The history version is per window (its data version), so one window per run.
+        expected = (
+            BackfillPolicy.multi_run(1) if name == "observation_history" else BackfillPolicy.single_run()
+        )
+        assert policy == expected, name
     assert defs.resolve_assets_def("global_models").op.pool == "gpu"
     for job in ("ingest_observations", "train_global_models", "forecast_series"):
         assert defs.resolve_job_def(job) is not None

@@ -14,7 +14,7 @@ from dagster import DagsterRunStatus
 from forecasting_pipeline import operations
 from forecasting_pipeline.assets.conventions import GPU_POOL
 from forecasting_pipeline.automation.recovery import fail_orphaned_runs
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, land_and_ingest
+from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, land_and_ingest, series_keys
 
 WINDOW = "2016-10-30"
 
@@ -57,6 +57,6 @@ def test_a_killed_training_run_is_failed_its_slot_freed_and_the_window_reruns(in
     assert fail_orphaned_runs(instance) == []
 
     rerun = operations.forecast(
-        instance, WINDOW, ingested.registration.series_ids, global_model_config=TINY_GLOBAL_MODEL
+        instance, WINDOW, series_keys(instance), global_model_config=TINY_GLOBAL_MODEL
     )
     assert instance.get_run_by_id(rerun.train_run_id).status == DagsterRunStatus.SUCCESS
