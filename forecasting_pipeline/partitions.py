@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -82,12 +83,17 @@ def series_window(series_key: str, window: str) -> SeriesWindow:
 
 
 def parse_series_date_key(key: str | MultiPartitionKey) -> SeriesWindow:
-    """Split a series × date key (object or its `date|series` string form)."""
+    """Split a series × date key (object or its `date|series` string form).
+
+    Dagster joins the dimensions sorted by name (`date`, then `series`) with `|`, which neither
+    a date key nor a derived series key contains; splitting the string directly is ~100× cheaper
+    than Dagster's key validation, which matters for runs over thousands of keys.
+    """
     if isinstance(key, MultiPartitionKey):
         parts = key.keys_by_dimension
-    else:
-        parts = series_date_partitions.get_partition_key_from_str(key).keys_by_dimension
-    return SeriesWindow(window=parts[DATE_DIMENSION], series_key=parts[SERIES_DIMENSION])
+        return SeriesWindow(window=parts[DATE_DIMENSION], series_key=parts[SERIES_DIMENSION])
+    window, _, series_key = str(key).partition("|")
+    return SeriesWindow(window=window, series_key=series_key)
 
 
 def series_date_range(window: str, series_keys: list[str]) -> tuple[str, str]:
@@ -109,6 +115,7 @@ class WindowBounds:
     end: datetime
 
 
+@cache
 def window_bounds(window: str, partitions: TimeWindowPartitionsDefinition = date_partitions) -> WindowBounds:
     time_window = partitions.time_window_for_partition_key(window)
     first = partitions.get_first_partition_key()

@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Connection
 
-from forecasting_pipeline.calendar import DateCalendar, plan_calendar
+from forecasting_pipeline.calendar import DateCalendar, plan_calendar, window_keys
 from forecasting_pipeline.datasets import BUNDLED_DATASETS
 from forecasting_pipeline.ingestion.reader import ReadResult, read_landed_file
 from forecasting_pipeline.ingestion.validation import (
@@ -336,8 +336,28 @@ def stage_landed_files(
         newest = pl.concat(accumulated.spans, how="vertical_relaxed")["last_ts"].max()
         if newest is not None:
             batch.calendar = plan_calendar(calendar, newest, settings.calendar_history_windows)
-    batch.cells = pending_cells(conn, batch.calendar, batch.batch_id)
+    new_series_cells = _cells_of_new_series(accumulated, batch.new_series, batch.calendar)
+    batch.cells = pl.concat(
+        [pending_cells(conn, batch.calendar, batch.batch_id, skip_series=batch.new_series), new_series_cells]
+    )
     return batch
+
+
+def _cells_of_new_series(
+    accumulated: _Accumulated, new_series: list[str], calendar: DateCalendar
+) -> pl.DataFrame:
+    """Every cell of a series first seen in this batch has new data: no need to ask the database."""
+    schema = {"series_id": pl.Utf8, "partition_key": pl.Utf8, "window_key": pl.Utf8}
+    if not new_series:
+        return pl.DataFrame(schema=schema)
+    cells = (
+        pl.concat(accumulated.timestamps)
+        .filter(pl.col(UNIQUE_ID).is_in(new_series))
+        .select(pl.col(UNIQUE_ID).alias("series_id"), window_keys(pl.col(DS), calendar).alias("window_key"))
+        .filter(pl.col("window_key").is_not_null())
+        .unique()
+    )
+    return cells.with_columns(partition_keys(cells["series_id"]).alias("partition_key")).select(list(schema))
 
 
 def move_rejected(batch: StagedBatch) -> None:

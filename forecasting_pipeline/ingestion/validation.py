@@ -77,23 +77,35 @@ class ValidatedRows:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_timestamps(raw: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+def parse_timestamps(raw: pl.Series) -> tuple[pl.Series, pl.Series]:
     """ISO 8601 text to naive UTC, and whether each value carried an offset (`Z`, `+02:00`).
 
-    Explicit formats instead of pandas' per-element ISO parser: ten times faster on millions of
-    rows. Text matching none of them is null (the row is refused with a reason).
+    Explicit formats instead of pandas' per-element ISO parser (ten times faster on millions of
+    rows), each tried only on the values the previous ones left unparsed: a file in one format
+    costs one pass. Text matching none of them is null (the row is refused with a reason).
     """
-    text = raw.str.strip_chars()
+    text = raw.cast(pl.Utf8).str.strip_chars()
     has_offset = text.str.contains(_TZ_SUFFIX).fill_null(False)
-    naive = pl.coalesce([text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in _NAIVE_FORMATS])
+    parsed = pl.Series("ts", [None] * len(text), dtype=pl.Datetime("us"))
     offset_text = text.str.replace(r"Z$", "+00:00")
-    aware = pl.coalesce(
-        [
-            offset_text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
-            for fmt in _OFFSET_FORMATS
-        ]
-    ).dt.replace_time_zone(None)
-    return pl.when(has_offset).then(aware).otherwise(naive), has_offset
+    attempts = [(fmt, False) for fmt in _NAIVE_FORMATS] + [(fmt, True) for fmt in _OFFSET_FORMATS]
+    for fmt, aware in attempts:
+        todo = parsed.is_null() & text.is_not_null() & (has_offset if aware else ~has_offset)
+        if not todo.any():
+            continue
+        rows = todo.arg_true()
+        source = offset_text.gather(rows) if aware else text.gather(rows)
+        values = (
+            source.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC").dt.replace_time_zone(
+                None
+            )
+            if aware
+            else source.str.to_datetime(fmt, strict=False, time_unit="us")
+        )
+        hit = values.is_not_null()
+        if hit.any():
+            parsed = parsed.scatter(rows.filter(hit), values.filter(hit))
+    return parsed, has_offset
 
 
 def _classify_extra_columns(
@@ -168,7 +180,7 @@ def validate_rows(
         if column not in drivers and column not in attribute_candidates:
             warnings.append(f"column {column!r} has no role: ignored")
 
-    ts, has_offset = parse_timestamps(pl.col(DS))
+    ts, has_offset = parse_timestamps(rows[DS])
     series_id = pl.col(UNIQUE_ID).str.strip_chars()
     parsed = rows.with_columns(
         series_id.alias("_id"),

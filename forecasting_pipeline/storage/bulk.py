@@ -14,6 +14,8 @@ from sqlalchemy import Connection
 
 # Rows per COPY chunk: bounds the memory of the CSV buffer for very large frames.
 _CHUNK_ROWS = 500_000
+# psycopg2 reads the buffer in 8 kB pieces by default: one round trip each, a third of the time.
+_COPY_READ_SIZE = 4 << 20
 
 
 def copy_frame(conn: Connection, qualified_table: str, frame: pl.DataFrame, columns: Sequence[str]) -> int:
@@ -30,7 +32,7 @@ def copy_frame(conn: Connection, qualified_table: str, frame: pl.DataFrame, colu
                 buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%d %H:%M:%S%.6f"
             )
             buffer.seek(0)
-            cursor.copy_expert(statement, buffer)
+            cursor.copy_expert(statement, buffer, size=_COPY_READ_SIZE)
     finally:
         cursor.close()
     return frame.height

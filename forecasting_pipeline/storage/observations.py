@@ -9,6 +9,7 @@ to it, which is what makes later windows' panels stale after a restatement.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,39 +53,54 @@ class CellResult:
     content_hash: str
 
 
+# The cells as a relation built from bound arrays: any number of cells, one statement.
+_CELLS = (
+    "unnest(CAST(:ids AS text[]), CAST(:windows AS text[]), CAST(:starts AS timestamp[]), "
+    "CAST(:ends AS timestamp[])) AS c(series_id, window_key, start_ts, end_ts)"
+)
+
+
+def _cell_params(cells: Sequence[Cell]) -> dict[str, list]:
+    return {
+        "ids": [c.series_id for c in cells],
+        "windows": [c.window_key for c in cells],
+        "starts": [c.start or _BEGINNING for c in cells],
+        "ends": [c.end for c in cells],
+    }
+
+
 def _load_cells(conn: Connection, cells: Sequence[Cell]) -> None:
     conn.exec_driver_sql(
         "CREATE TEMP TABLE IF NOT EXISTS _cells (series_id text, window_key text, start_ts timestamp, "
         "end_ts timestamp) ON COMMIT DROP"
     )
     conn.exec_driver_sql("TRUNCATE _cells")
-    conn.execute(
-        text(
-            "INSERT INTO _cells SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:windows AS text[]), "
-            "CAST(:starts AS timestamp[]), CAST(:ends AS timestamp[]))"
-        ),
-        {
-            "ids": [c.series_id for c in cells],
-            "windows": [c.window_key for c in cells],
-            "starts": [c.start or _BEGINNING for c in cells],
-            "ends": [c.end for c in cells],
-        },
-    )
+    conn.execute(text(f"INSERT INTO _cells SELECT * FROM {_CELLS}"), _cell_params(cells))
 
 
 def staged_file_ids(conn: Connection, cells: Sequence[Cell]) -> list[int]:
-    """Landed files (staged or held) with rows waiting in these cells."""
-    _load_cells(conn, cells)
+    """Landed files (staged or held) whose series and time span reach these cells.
+
+    Read from the manifest (series touched, first and last timestamp), not by scanning the
+    staged rows, so a run over millions of rows pays nothing for it.
+    """
+    if not cells:
+        return []
     return list(
         conn.execute(
             text(
                 f"""
-                SELECT DISTINCT s.file_id FROM {SCHEMA}.{STAGED_OBSERVATIONS} s
-                JOIN _cells c ON c.series_id = s.series_id AND s.ts >= c.start_ts AND s.ts < c.end_ts
-                JOIN {SCHEMA}.{LANDED_FILES} f ON f.file_id = s.file_id AND f.status IN ('staged', 'held')
-                ORDER BY 1
+                SELECT file_id FROM {SCHEMA}.{LANDED_FILES}
+                WHERE status IN ('staged', 'held') AND series_ids && CAST(:ids AS text[])
+                  AND last_ts >= :start AND first_ts < :end
+                ORDER BY file_id
                 """
-            )
+            ),
+            {
+                "ids": sorted({c.series_id for c in cells}),
+                "start": min(c.start or _BEGINNING for c in cells),
+                "end": max(c.end for c in cells),
+            },
         ).scalars()
     )
 
@@ -103,24 +119,68 @@ def quality_results_for_files(conn: Connection, file_ids: Sequence[int]) -> list
     return [dict(r._mapping) for r in rows]
 
 
+def _pending_files_overlap(conn: Connection) -> bool:
+    return bool(
+        conn.execute(
+            text(
+                f"""
+                SELECT EXISTS (
+                    SELECT 1 FROM {SCHEMA}.{LANDED_FILES} a JOIN {SCHEMA}.{LANDED_FILES} b
+                      ON a.file_id < b.file_id AND a.series_ids && b.series_ids
+                     AND a.first_ts <= b.last_ts AND b.first_ts <= a.last_ts
+                    WHERE a.status = 'staged' AND b.status = 'staged'
+                )
+                """
+            )
+        ).scalar()
+    )
+
+
+# Order-independent fingerprint of a row; a cell's fingerprint is the sum over its rows, so it is
+# updated from the changed rows alone (new rows add, restated rows swap old for new).
+_ROW_HASH = (
+    "(timestamp_hash_extended(ts, 1) # hashfloat8extended({y}, 2) "
+    "# jsonb_hash_extended({drivers}, 3))::numeric"
+)
+
+
 def accept_staged_cells(conn: Connection, cells: Sequence[Cell], run_id: str) -> list[CellResult]:
     """Accept the staged rows of `cells` from files not held by a quality check.
 
-    The newest file wins where several staged rows share a (series, ts). Returns per cell what
-    changed and its new content fingerprint; consumed staged rows are deleted and files whose
-    rows are all accepted are marked ingested.
+    One pass classifies every incoming row against what is stored (new, restated, unchanged);
+    restated rows are audited and updated, new rows bulk-inserted, unchanged rows left alone.
+    The newest file wins where several staged rows share a (series, ts). Cell fingerprints are
+    updated from the changed rows only, so a run costs what it changes, not the cells' history.
+    Two runs accepting the same cell at once conflict on the primary key; the later fails and
+    can simply be re-run.
     """
     _load_cells(conn, cells)
+    conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")  # sorts of millions of staged rows in memory
     conn.exec_driver_sql("DROP TABLE IF EXISTS _incoming")
+    # Only pending files that overlap in series and time can stage the same (series, ts) twice;
+    # without such a pair the newest-file-wins sort of millions of rows is skipped.
+    newest_wins = (
+        "DISTINCT ON (s.series_id, s.ts)",
+        "ORDER BY s.series_id, s.ts, s.file_id DESC, s.line DESC",
+    )
+    distinct, order = newest_wins if _pending_files_overlap(conn) else ("", "")
     conn.exec_driver_sql(
         f"""
-        CREATE TEMP TABLE _incoming ON COMMIT DROP AS
-        SELECT DISTINCT ON (s.series_id, s.ts)
-               s.series_id, s.ts, s.y, s.drivers, s.file_id, f.file_name, c.window_key
+        CREATE TEMP TABLE _staged ON COMMIT DROP AS
+        SELECT {distinct} s.series_id, s.ts, s.y, s.drivers, s.file_id, f.file_name, c.window_key
         FROM {SCHEMA}.{STAGED_OBSERVATIONS} s
         JOIN _cells c ON c.series_id = s.series_id AND s.ts >= c.start_ts AND s.ts < c.end_ts
         JOIN {SCHEMA}.{LANDED_FILES} f ON f.file_id = s.file_id AND f.status = 'staged'
-        ORDER BY s.series_id, s.ts, s.file_id DESC, s.line DESC
+        {order}
+        """
+    )
+    conn.exec_driver_sql(
+        f"""
+        CREATE TEMP TABLE _incoming ON COMMIT DROP AS
+        SELECT i.*, o.series_id IS NULL AS is_new, o.y AS old_y, o.drivers AS old_drivers,
+               o.source AS old_source
+        FROM _staged i LEFT JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = i.series_id AND o.ts = i.ts
+        WHERE o.series_id IS NULL OR o.y IS DISTINCT FROM i.y OR o.drivers IS DISTINCT FROM i.drivers
         """
     )
     conn.execute(
@@ -129,43 +189,36 @@ def accept_staged_cells(conn: Connection, cells: Sequence[Cell], run_id: str) ->
             INSERT INTO {SCHEMA}.{OBSERVATION_REVISIONS}
                 (series_id, ts, window_key, old_y, new_y, old_drivers, new_drivers, old_source,
                  new_file_id, new_source, dagster_run_id)
-            SELECT i.series_id, i.ts, i.window_key, o.y, i.y, o.drivers, i.drivers, o.source,
-                   i.file_id, i.file_name, :run_id
-            FROM _incoming i JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = i.series_id AND o.ts = i.ts
-            WHERE o.y IS DISTINCT FROM i.y OR o.drivers IS DISTINCT FROM i.drivers
+            SELECT series_id, ts, window_key, old_y, y, old_drivers, drivers, old_source,
+                   file_id, file_name, :run_id
+            FROM _incoming WHERE NOT is_new
             """
         ),
         {"run_id": run_id},
     )
-    changes = conn.execute(
+    conn.execute(
         text(
             f"""
-            WITH written AS (
-                INSERT INTO {SCHEMA}.{OBSERVATIONS}
-                    (series_id, ts, y, drivers, window_key, source, file_id, dagster_run_id)
-                SELECT series_id, ts, y, drivers, window_key, file_name, file_id, :run_id FROM _incoming
-                ON CONFLICT (series_id, ts) DO UPDATE SET
-                    y = EXCLUDED.y, drivers = EXCLUDED.drivers, window_key = EXCLUDED.window_key,
-                    source = EXCLUDED.source, file_id = EXCLUDED.file_id,
-                    dagster_run_id = EXCLUDED.dagster_run_id, ingested_at = now()
-                WHERE {OBSERVATIONS}.y IS DISTINCT FROM EXCLUDED.y
-                   OR {OBSERVATIONS}.drivers IS DISTINCT FROM EXCLUDED.drivers
-                RETURNING series_id, window_key, (xmax = 0) AS inserted
-            )
-            SELECT series_id, window_key, count(*) FILTER (WHERE inserted) AS inserted,
-                   count(*) FILTER (WHERE NOT inserted) AS restated
-            FROM written GROUP BY series_id, window_key
+            UPDATE {SCHEMA}.{OBSERVATIONS} o SET y = i.y, drivers = i.drivers, window_key = i.window_key,
+                source = i.file_name, file_id = i.file_id, dagster_run_id = :run_id, ingested_at = now()
+            FROM _incoming i
+            WHERE NOT i.is_new AND o.series_id = i.series_id AND o.ts = i.ts
             """
         ),
         {"run_id": run_id},
-    ).all()
-    conn.exec_driver_sql(
-        f"""
-        DELETE FROM {SCHEMA}.{STAGED_OBSERVATIONS} s USING _cells c, {SCHEMA}.{LANDED_FILES} f
-        WHERE c.series_id = s.series_id AND s.ts >= c.start_ts AND s.ts < c.end_ts
-          AND f.file_id = s.file_id AND f.status = 'staged'
-        """
     )
+    conn.execute(
+        text(
+            f"""
+            INSERT INTO {SCHEMA}.{OBSERVATIONS}
+                (series_id, ts, y, drivers, window_key, source, file_id, dagster_run_id)
+            SELECT series_id, ts, y, drivers, window_key, file_name, file_id, :run_id
+            FROM _incoming WHERE is_new
+            """
+        ),
+        {"run_id": run_id},
+    )
+    _consume_staged(conn, deduplicated=bool(distinct))
     conn.execute(
         text(
             f"""
@@ -177,48 +230,90 @@ def accept_staged_cells(conn: Connection, cells: Sequence[Cell], run_id: str) ->
         ),
         {"run_id": run_id},
     )
-    versions = _refresh_cell_versions(conn, run_id)
-    changed = {(r.series_id, r.window_key): (r.inserted, r.restated) for r in changes}
-    return [
-        CellResult(
-            series_id,
-            window_key,
-            *changed.get((series_id, window_key), (0, 0)),
-            rows=rows,
-            content_hash=content_hash,
-        )
-        for series_id, window_key, rows, content_hash in versions
-    ]
+    return _update_cell_versions(conn, cells, run_id)
 
 
-def _refresh_cell_versions(conn: Connection, run_id: str) -> list[tuple[str, str, int, str]]:
-    """Fingerprint each cell of `_cells` from its stored rows; store it when it changed."""
+def _consume_staged(conn: Connection, *, deduplicated: bool) -> None:
+    """Remove the staged rows this run accepted.
+
+    When they are all the staging area holds (a first ingest, a weekly batch run at once), the
+    table is truncated instead of deleting millions of rows one by one.
+    """
+    if not deduplicated:
+        consumed = conn.exec_driver_sql("SELECT count(*) FROM _staged").scalar_one()
+        pending = conn.exec_driver_sql(f"SELECT count(*) FROM {SCHEMA}.{STAGED_OBSERVATIONS}").scalar_one()
+        if consumed == pending:
+            conn.exec_driver_sql(f"TRUNCATE {SCHEMA}.{STAGED_OBSERVATIONS}")
+            return
+    conn.exec_driver_sql(
+        f"""
+        DELETE FROM {SCHEMA}.{STAGED_OBSERVATIONS} s USING _cells c, {SCHEMA}.{LANDED_FILES} f
+        WHERE c.series_id = s.series_id AND s.ts >= c.start_ts AND s.ts < c.end_ts
+          AND f.file_id = s.file_id AND f.status = 'staged'
+        """
+    )
+
+
+def _update_cell_versions(conn: Connection, cells: Sequence[Cell], run_id: str) -> list[CellResult]:
+    """Fold this run's changes into each cell's fingerprint; store the cells that changed."""
+    new_hash = _ROW_HASH.format(y="y", drivers="drivers")
+    old_hash = _ROW_HASH.format(y="old_y", drivers="old_drivers")
     rows = conn.execute(
         text(
             f"""
-            WITH fingerprints AS (
-                SELECT c.series_id, c.window_key, count(o.ts) AS rows,
-                       md5(coalesce(string_agg(o.ts::text || '=' || o.y::text || o.drivers::text, ','
-                                               ORDER BY o.ts), '')) AS content_hash
-                FROM _cells c
-                LEFT JOIN {SCHEMA}.{OBSERVATIONS} o
-                       ON o.series_id = c.series_id AND o.ts >= c.start_ts AND o.ts < c.end_ts
-                GROUP BY c.series_id, c.window_key
-            ), stored AS (
-                INSERT INTO {SCHEMA}.{CELL_VERSIONS}
-                    (series_id, window_key, rows, content_hash, dagster_run_id)
-                SELECT series_id, window_key, rows, content_hash, :run_id FROM fingerprints
-                ON CONFLICT (series_id, window_key) DO UPDATE SET rows = EXCLUDED.rows,
-                    content_hash = EXCLUDED.content_hash, dagster_run_id = EXCLUDED.dagster_run_id,
-                    updated_at = now()
-                WHERE {CELL_VERSIONS}.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+            WITH changes AS (
+                SELECT series_id, window_key,
+                       count(*) FILTER (WHERE is_new) AS inserted,
+                       count(*) FILTER (WHERE NOT is_new) AS restated,
+                       sum({new_hash}) - coalesce(sum({old_hash}) FILTER (WHERE NOT is_new), 0) AS delta
+                FROM _incoming GROUP BY series_id, window_key
             )
-            SELECT series_id, window_key, rows, content_hash FROM fingerprints ORDER BY series_id, window_key
+            SELECT c.series_id, c.window_key,
+                   coalesce(ch.inserted, 0) AS inserted, coalesce(ch.restated, 0) AS restated,
+                   coalesce(v.rows, 0) + coalesce(ch.inserted, 0) AS rows,
+                   coalesce(v.hash_sum, 0) + coalesce(ch.delta, 0) AS hash_sum
+            FROM _cells c
+            LEFT JOIN changes ch ON ch.series_id = c.series_id AND ch.window_key = c.window_key
+            LEFT JOIN {SCHEMA}.{CELL_VERSIONS} v ON v.series_id = c.series_id AND v.window_key = c.window_key
+            ORDER BY c.series_id, c.window_key
             """
-        ),
-        {"run_id": run_id},
+        )
     ).all()
-    return [tuple(r) for r in rows]
+    results = [
+        CellResult(
+            r.series_id,
+            r.window_key,
+            inserted=r.inserted,
+            restated=r.restated,
+            rows=r.rows,
+            content_hash=hashlib.md5(f"{r.rows}:{r.hash_sum}".encode(), usedforsecurity=False).hexdigest(),
+        )
+        for r in rows
+    ]
+    changed = [(r, row.hash_sum) for r, row in zip(results, rows, strict=True) if r.inserted or r.restated]
+    if changed:
+        conn.execute(
+            text(
+                f"""
+                INSERT INTO {SCHEMA}.{CELL_VERSIONS}
+                    (series_id, window_key, rows, hash_sum, content_hash, dagster_run_id)
+                SELECT *, :run_id FROM unnest(CAST(:ids AS text[]), CAST(:windows AS text[]),
+                    CAST(:rows AS bigint[]), CAST(:sums AS numeric[]), CAST(:hashes AS text[]))
+                ON CONFLICT (series_id, window_key) DO UPDATE SET rows = EXCLUDED.rows,
+                    hash_sum = EXCLUDED.hash_sum, content_hash = EXCLUDED.content_hash,
+                    dagster_run_id = EXCLUDED.dagster_run_id, updated_at = now()
+                """
+            ),
+            {
+                "run_id": run_id,
+                "ids": [r.series_id for r, _ in changed],
+                "windows": [r.window_key for r, _ in changed],
+                "rows": [r.rows for r, _ in changed],
+                "sums": [total for _, total in changed],
+                "hashes": [r.content_hash for r, _ in changed],
+            },
+        )
+    return results
 
 
 @dataclass(frozen=True)

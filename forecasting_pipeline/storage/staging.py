@@ -155,11 +155,17 @@ def window_sql(calendar: DateCalendar, column: str) -> str:
     return f"to_char(GREATEST({floor}, CAST(:calendar_start AS timestamp)), 'YYYY-MM-DD')"
 
 
-def pending_cells(conn: Connection, calendar: DateCalendar, batch_id: str | None = None) -> pl.DataFrame:
+def pending_cells(
+    conn: Connection,
+    calendar: DateCalendar,
+    batch_id: str | None = None,
+    skip_series: Sequence[str] = (),
+) -> pl.DataFrame:
     """Series × window cells whose staged rows are new or differ from what is stored.
 
     Unchanged rows (a re-sent history, say) make no cell run. With `batch_id`, also the cells
-    of that batch's held files, so their runs report the failed quality checks.
+    of that batch's held files, so their runs report the failed quality checks. `skip_series`
+    (series first seen in this batch, whose every cell is new) are left to the caller.
     """
     window = window_sql(calendar, "s.ts")
     rows = conn.execute(
@@ -169,12 +175,18 @@ def pending_cells(conn: Connection, calendar: DateCalendar, batch_id: str | None
             FROM {SCHEMA}.{STAGED_OBSERVATIONS} s
             JOIN {SCHEMA}.{LANDED_FILES} f ON f.file_id = s.file_id
             JOIN {SCHEMA}.{SERIES} se ON se.series_id = s.series_id
+            LEFT JOIN unnest(CAST(:skip AS text[])) AS n(series_id) ON n.series_id = s.series_id
             LEFT JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = s.series_id AND o.ts = s.ts
             WHERE (f.status = 'staged' OR (f.status = 'held' AND f.batch_id = :batch_id))
+              AND n.series_id IS NULL
               AND (o.series_id IS NULL OR o.y IS DISTINCT FROM s.y OR o.drivers IS DISTINCT FROM s.drivers)
             """
         ),
-        {"calendar_start": datetime.combine(calendar.start, datetime.min.time()), "batch_id": batch_id},
+        {
+            "calendar_start": datetime.combine(calendar.start, datetime.min.time()),
+            "batch_id": batch_id,
+            "skip": list(skip_series),
+        },
     ).all()
     return pl.DataFrame(
         [tuple(r) for r in rows],
