@@ -50,7 +50,9 @@ def configure(url: str, **settings: str) -> Path:
     return home
 
 
-def hourly_series(series: int, hours: int, end: datetime, seed: int = 7, prefix: str = "store") -> pl.DataFrame:
+def hourly_series(
+    series: int, hours: int, end: datetime, seed: int = 7, prefix: str = "store"
+) -> pl.DataFrame:
     """`series` hourly series of `hours` rows ending at `end` (exclusive), long format, as text."""
     rng = np.random.default_rng(seed)
     start = end - timedelta(hours=hours)

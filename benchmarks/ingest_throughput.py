@@ -40,7 +40,9 @@ def main() -> None:
         instance = DagsterInstance.get()
         lines: list[tuple[float, str]] = []
         started = time.perf_counter()
-        summary = operations.ingest(instance, deployment, progress=lambda m: lines.append((time.perf_counter(), m)))
+        summary = operations.ingest(
+            instance, deployment, progress=lambda m: lines.append((time.perf_counter(), m))
+        )
         total = time.perf_counter() - started
         staged_at = next(t for t, m in lines if "changed series" in m) - started
         rows = sum(f.rows_accepted for f in summary.files)

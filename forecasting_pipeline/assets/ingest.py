@@ -7,6 +7,7 @@ one set-based transaction and reports, as asset checks, how the batch looked as 
 value in an old window marks every later window's panel, models and forecasts stale.
 """
 
+import time
 from collections.abc import Iterator
 
 from dagster import (
@@ -106,6 +107,7 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
     that failed a blocking quality check as landed is held: its check fails here and the run
     stops before anything downstream.
     """
+    started = time.perf_counter()
     cells = [parse_series_date_key(key) for key in context.partition_keys]
     with database.transaction() as conn:
         note_run(context, conn)
@@ -131,6 +133,7 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
     yield MaterializeResult(
         metadata={
             "cells": len(cells),
+            "accept_seconds": round(time.perf_counter() - started, 2),
             "rows_inserted": inserted,
             "rows_restated": restated,
             "cells_changed": len(changed),

@@ -1,0 +1,97 @@
+"""Incrementality: one new week for 1% of 1,000 series, against a full ingest.
+
+A full ingest lands eight weeks of hourly data for 1,000 series (history slice plus four weekly
+windows); then ten series (1%, spread over the partition order) get one new week. Reports the
+partitions materialized and the wall time of the second ingest as ratios of the first.
+Writes benchmarks/results/incremental_ingest.json.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+import polars as pl
+from _common import configure, fresh_database, hourly_series, write_result
+from sqlalchemy import text
+
+SERIES = 1_000
+WEEKS = 8
+CHANGED = 10  # 1% of the series
+WEEK_END = datetime(2024, 5, 26)  # a Sunday: the windows are whole weeks
+
+
+def _materializations(engine, run_ids: list[str]) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+                "AND run_id = ANY(:runs)"
+            ),
+            {"runs": run_ids},
+        ).scalar_one()
+
+
+def main() -> None:
+    with fresh_database() as url:
+        # A live deployment's calendar: open, four weekly windows after the history slice.
+        configure(url, FP_PARTITION_START="2024-04-28")
+        from dagster import DagsterInstance
+
+        from forecasting_pipeline import operations
+        from forecasting_pipeline.bootstrap import prepare_deployment
+        from forecasting_pipeline.resources.database import engine_for
+
+        deployment = prepare_deployment()
+        landing = deployment.settings.landing_dir
+        landing.mkdir(parents=True, exist_ok=True)
+        history = hourly_series(SERIES, WEEKS * 168, WEEK_END)
+        history.write_csv(landing / "history.csv")
+        instance = DagsterInstance.get()
+        engine = engine_for(deployment.database_url)
+
+        started = time.perf_counter()
+        full = operations.ingest(instance, deployment, progress=lambda _: None)
+        full_s = time.perf_counter() - started
+
+        # The same generator one week further: the last week of ten series spread over the order.
+        extended = hourly_series(SERIES, (WEEKS + 1) * 168, datetime(2024, 6, 2))
+        chosen = [f"store-{i:05d}" for i in range(0, SERIES, SERIES // CHANGED)]
+        week = extended.filter(pl.col("unique_id").is_in(chosen) & (pl.col("ds") >= "2024-05-26"))
+        week.write_csv(landing / "week_2024-05-26.csv")
+        started = time.perf_counter()
+        increment = operations.ingest(instance, deployment, progress=lambda _: None)
+        increment_s = time.perf_counter() - started
+
+        full_parts = _materializations(engine, full.run_ids)
+        increment_parts = _materializations(engine, increment.run_ids)
+        instance.dispose()
+        write_result(
+            "incremental_ingest",
+            {
+                "what": f"{SERIES} hourly series, {WEEKS} weeks full ingest, "
+                f"then 1 new week for {CHANGED} series",
+                "full_ingest": {
+                    "rows": sum(f.rows_accepted for f in full.files),
+                    "cells": full.cells,
+                    "runs": len(full.run_ids),
+                    "materializations": full_parts,
+                    "wall_s": round(full_s, 1),
+                },
+                "one_week_for_1pct": {
+                    "rows": sum(f.rows_accepted for f in increment.files),
+                    "cells": increment.cells,
+                    "runs": len(increment.run_ids),
+                    "materializations": increment_parts,
+                    "wall_s": round(increment_s, 1),
+                },
+                "materializations_ratio": round(increment_parts / full_parts, 4),
+                "wall_time_ratio": round(increment_s / full_s, 4),
+                "cpus": os.cpu_count(),
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
