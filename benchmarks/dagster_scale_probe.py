@@ -57,7 +57,7 @@ def main() -> None:
         ).records[0]
         accept_s = materialization.asset_materialization.metadata["accept_seconds"].value
         run = instance.get_run_record_by_id(summary.run_ids[0])
-        run_s = (run.end_time or 0) - (run.create_timestamp.timestamp())
+        run_s = (run.end_time or 0) - (run.start_time or 0)
         status_started = time.perf_counter()
         get_and_update_asset_status_cache_value(
             instance, AssetKey("raw_observations"), series_date_partitions

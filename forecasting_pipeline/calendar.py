@@ -88,7 +88,7 @@ def load_calendar(settings: Settings, today: date | None = None) -> DateCalendar
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SettingsError(f"{path} is not a valid calendar file: {exc}") from exc
-        if "FP_DATE_CADENCE" in os.environ and calendar.cadence != settings.date_cadence:
+        if settings.date_cadence_explicit and calendar.cadence != settings.date_cadence:
             raise SettingsError(
                 f"this deployment's calendar ({path}) is {calendar.cadence}; FP_DATE_CADENCE="
                 f"{settings.date_cadence} would rename every partition. Use a new FP_HOME to change it."

@@ -66,6 +66,7 @@ class Settings:
     target_min: float | None = None
     target_max: float | None = None
     landing_override: Path | None = None
+    date_cadence_explicit: bool = False  # FP_DATE_CADENCE was set (checked against the calendar)
     # Set only when MLFLOW_TRACKING_URI is in the environment (it may carry credentials).
     mlflow_tracking_uri: str | None = None
 
@@ -209,6 +210,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         target_min=target_min,
         target_max=target_max,
+        date_cadence_explicit="FP_DATE_CADENCE" in env,
         landing_override=Path(env["FP_LANDING_DIR"]).expanduser().resolve()
         if env.get("FP_LANDING_DIR")
         else None,

@@ -312,25 +312,20 @@ def test_a_corrupt_calendar_file_is_a_settings_error(settings: Settings, content
         load_calendar(settings)
 
 
-def test_a_different_cadence_in_the_environment_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_different_cadence_in_the_environment_is_refused(tmp_path: Path):
     save_calendar(load_settings({"FP_HOME": str(tmp_path)}), DateCalendar("weekly", date(2016, 11, 27), None))
-    monkeypatch.setenv("FP_DATE_CADENCE", "daily")
     daily = load_settings({"FP_HOME": str(tmp_path), "FP_DATE_CADENCE": "daily"})
     with pytest.raises(SettingsError, match=r"calendar .* is weekly; FP_DATE_CADENCE=daily"):
         load_calendar(daily)
 
 
-def test_the_same_cadence_in_the_environment_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_the_same_cadence_in_the_environment_is_fine(tmp_path: Path):
     save_calendar(load_settings({"FP_HOME": str(tmp_path)}), DateCalendar("daily", date(2016, 11, 27), None))
-    monkeypatch.setenv("FP_DATE_CADENCE", "daily")
     daily = load_settings({"FP_HOME": str(tmp_path), "FP_DATE_CADENCE": "daily"})
     assert load_calendar(daily).cadence == "daily"
 
 
-def test_without_a_cadence_in_the_environment_the_persisted_one_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_without_a_cadence_in_the_environment_the_persisted_one_wins(tmp_path: Path):
     save_calendar(load_settings({"FP_HOME": str(tmp_path)}), DateCalendar("daily", date(2016, 11, 27), None))
-    monkeypatch.delenv("FP_DATE_CADENCE", raising=False)
     default = load_settings({"FP_HOME": str(tmp_path)})  # weekly by default
     assert load_calendar(default) == DateCalendar("daily", date(2016, 11, 27), None, persisted=True)

@@ -148,7 +148,10 @@ def test_global_model_is_registered_with_its_artefact_and_tracked_in_mlflow(pipe
             {"id": model["model_id"]},
         ).scalar_one()
     assert model["model_name"] == "NHITS" and model["window_key"] == LATEST_WINDOW
-    assert model["device"] == "cpu"
+    # The accelerator resource's own choice: CUDA on a GPU host, the CPU elsewhere.
+    from forecasting_pipeline.resources.accelerator import AcceleratorResource
+
+    assert model["device"] == AcceleratorResource().resolve_device()
     assert model["params"]["max_steps"] == TINY_GLOBAL_MODEL["max_steps"]
     artefact = Path(urlparse(model["artifact_uri"]).path)
     assert any(artefact.glob("*.safetensors")), f"no weights saved in {artefact}"

@@ -64,6 +64,13 @@ RAW_OBSERVATION_CHECKS = [
 ]
 
 
+def _markdown_table(headers: tuple[str, ...], rows: list[tuple]) -> MetadataValue:
+    """A small Markdown table for the UI; `|` inside ids is escaped so the table stays a table."""
+    escaped = [[str(value).replace("|", "\\|") for value in row] for row in rows]
+    lines = [headers, ["---"] * len(headers), *escaped]
+    return MetadataValue.md("\n".join("| " + " | ".join(line) + " |" for line in lines))
+
+
 def _check_results(results: list[dict]) -> Iterator[AssetCheckResult]:
     """One result per check over the landed batches feeding this run (all must pass)."""
     by_name: dict[str, list[dict]] = {}
@@ -137,11 +144,14 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
             "rows_inserted": inserted,
             "rows_restated": restated,
             "cells_changed": len(changed),
-            "largest_changes": MetadataValue.md(
-                "| series | window | inserted | restated |\n|---|---|---|---|\n"
-                + "\n".join(
-                    f"| {r.series_id} | {r.window_key} | {r.inserted} | {r.restated} |" for r in changed[:20]
-                )
+            # Derived partition keys next to the ids users know (plain ids are their own key).
+            "series_ids": _markdown_table(
+                ("partition key", "series id"),
+                [(key, series_id) for key, series_id in sorted(ids.items()) if key != series_id][:100],
+            ),
+            "largest_changes": _markdown_table(
+                ("series", "window", "inserted", "restated"),
+                [(r.series_id, r.window_key, r.inserted, r.restated) for r in changed[:20]],
             ),
         }
     )
