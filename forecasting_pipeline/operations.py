@@ -224,6 +224,10 @@ def ingest(
     return _run_cells(instance, deployment, batch, database, started, progress, show_steps)
 
 
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
 def _describe_calendar(calendar: DateCalendar) -> str:
     end = f"to {calendar.end}" if calendar.end else "to the current window"
     return (
@@ -266,7 +270,7 @@ def _run_cells(
     rectangles = plan_rectangles(batch.cells, order, windows)
     waiting = batch.cells.filter(~pl.col("window_key").is_in(windows)).height
     progress(
-        f"{batch.cells.height - waiting} changed series × window cells in {len(rectangles)} runs"
+        f"{batch.cells.height - waiting} changed series × window cells in {_runs(len(rectangles))}"
         + (f"; {waiting} cells wait for their window to open" if waiting else "")
     )
     run_ids: list[str] = []

@@ -143,7 +143,7 @@ def _stage_file(
         return FileOutcome(
             path,
             "unchanged",
-            f"unchanged: same content as landed file #{known.file_id} ({known.status})",
+            f"same content as landed file #{known.file_id} ({known.status}): nothing to do",
             file_id=known.file_id,
         )
     entry = {
