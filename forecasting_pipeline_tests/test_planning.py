@@ -70,10 +70,32 @@ def test_max_gap_zero_runs_only_adjacent_series_together():
     ]
 
 
-def test_a_series_needing_several_windows_is_one_run_over_its_window_range():
-    # A correction of older data plus this week's data: the run spans 2016-10-09 … 2016-10-30.
+def test_a_series_needing_consecutive_windows_is_one_run_over_them():
+    cells = _cells(("s05", "2016-10-16"), ("s05", "2016-10-23"), ("s05", "2016-10-30"))
+    assert plan_rectangles(cells, SERIES, WINDOWS) == [Rectangle("2016-10-16", "2016-10-30", ["s05"])]
+
+
+def test_windows_without_changes_between_changed_ones_are_not_run():
+    # A correction of older data plus this week's data (or a monthly series in weekly windows):
+    # the unchanged week between is left out.
     cells = _cells(("s05", "2016-10-09"), ("s05", "2016-10-23"), ("s05", "2016-10-30"))
-    assert plan_rectangles(cells, SERIES, WINDOWS) == [Rectangle("2016-10-09", "2016-10-30", ["s05"])]
+    assert plan_rectangles(cells, SERIES, WINDOWS) == [
+        Rectangle("2016-10-09", "2016-10-09", ["s05"]),
+        Rectangle("2016-10-23", "2016-10-30", ["s05"]),
+    ]
+
+
+def test_a_rectangle_inside_a_larger_one_is_not_run_again():
+    cells = _cells(
+        *[(s, w) for s in ("s00", "s01", "s02", "s03") for w in ("2016-10-23", "2016-10-30")],
+        ("s04", "2016-10-30"),
+    )
+    # s01 … s03 need 2016-10-23 … 2016-10-30 like s00; s04 only the last week, inside nothing
+    # larger: two runs, not three.
+    assert plan_rectangles(cells, SERIES, WINDOWS) == [
+        Rectangle("2016-10-23", "2016-10-30", ["s00", "s01", "s02", "s03"]),
+        Rectangle("2016-10-30", "2016-10-30", ["s04"]),
+    ]
 
 
 def test_series_with_different_window_ranges_run_separately():
@@ -121,23 +143,12 @@ def test_every_cell_is_covered_and_no_run_spans_windows_its_group_does_not_need(
             for r in rectangles
         ), (series, window)
 
-    needed: dict[str, tuple[int, int]] = {}
-    for series, window in pairs:
-        low, high = needed.get(series, (len(WINDOWS), -1))
-        needed[series] = (min(low, position[window]), max(high, position[window]))
+    changed = {(series, position[window]) for series, window in pairs}
     for r in rectangles:
-        # A rectangle's range is exactly the window range of the series at both of its ends,
-        # and each series is contiguous in partition order.
-        span = (position[r.first_window], position[r.last_window])
-        assert needed[r.series_keys[0]] == span
-        assert needed[r.series_keys[-1]] == span
+        # A rectangle only spans windows its end series changed in (no empty weeks between),
+        # and its series are contiguous in partition order.
+        for end in (r.series_keys[0], r.series_keys[-1]):
+            for window in range(position[r.first_window], position[r.last_window] + 1):
+                assert (end, window) in changed, (r, end, window)
         first = SERIES.index(r.series_keys[0])
         assert r.series_keys == SERIES[first : first + len(r.series_keys)]
-    # Each series with changed cells is the real (not filler) member of exactly one rectangle.
-    for series, span in needed.items():
-        owners = [
-            r
-            for r in rectangles
-            if series in r.series_keys and (position[r.first_window], position[r.last_window]) == span
-        ]
-        assert len(owners) == 1, series

@@ -1,9 +1,12 @@
 """Turn the set of changed series × window cells into as few partition-range runs as it takes.
 
 A run covers a rectangle: a range of windows × a range of series in the order their keys were
-added (Dagster's order for dynamic partitions). Cells are grouped by the windows they need; the
-series of a group are split where their positions leave a hole wider than `max_gap` — filling a
+added (Dagster's order for dynamic partitions). Each series' changed windows are split into
+contiguous ranges (a monthly series in weekly windows changes the history slice and the last
+window, not the weeks between); series needing the same window ranges are grouped, and a
+group's series are split where their positions leave a hole wider than `max_gap` — filling a
 small hole (re-running unchanged cells, which changes nothing) is cheaper than another run.
+Rectangles inside an earlier, larger one are dropped: its run accepts their cells too.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-# A run costs about a second of fixed work; an extra unchanged cell about 20-30 ms of bookkeeping.
+# A run costs about half a second of fixed work; an extra unchanged cell 10-30 ms of bookkeeping.
 DEFAULT_MAX_GAP = 16
 
 
@@ -34,6 +37,27 @@ def _runs(positions: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
     return [(int(positions[s]), int(positions[e])) for s, e in zip(starts, ends, strict=True)]
 
 
+def _window_ranges(located: pl.DataFrame) -> pl.DataFrame:
+    """series_pos, first, last: each series' changed windows as contiguous ranges (vectorized)."""
+    return (
+        located.select("series_pos", "window_pos")
+        .unique()
+        .sort("series_pos", "window_pos")
+        .with_columns(
+            (pl.col("window_pos").diff().over("series_pos").fill_null(1) != 1)
+            .cum_sum()
+            .over("series_pos")
+            .alias("run")
+        )
+        .group_by("series_pos", "run")
+        .agg(pl.col("window_pos").min().alias("first"), pl.col("window_pos").max().alias("last"))
+    )
+
+
+def _contained(inner: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> bool:
+    return outer[0] <= inner[0] and inner[1] <= outer[1] and outer[2] <= inner[2] and inner[3] <= outer[3]
+
+
 def plan_rectangles(
     cells: pl.DataFrame, series_order: list[str], window_order: list[str], max_gap: int = DEFAULT_MAX_GAP
 ) -> list[Rectangle]:
@@ -49,15 +73,21 @@ def plan_rectangles(
         schema={"window_key": pl.Utf8, "window_pos": pl.Int64},
     )
     located = cells.join(series_position, on="partition_key").join(window_position, on="window_key")
-    # Each series needs a contiguous window range from its first to its last changed window.
-    spans = located.group_by("series_pos").agg(
-        pl.col("window_pos").min().alias("first"), pl.col("window_pos").max().alias("last")
+    if located.height == 0:
+        return []
+    boxes: list[tuple[int, int, int, int]] = []  # series low, high, window first, last
+    for (first, last), group in _window_ranges(located).group_by(["first", "last"], maintain_order=True):
+        for low, high in _runs(np.sort(group["series_pos"].unique().to_numpy()), max_gap):
+            boxes.append((low, high, int(first), int(last)))
+    boxes.sort(key=lambda b: -(b[1] - b[0] + 1) * (b[3] - b[2] + 1))
+    kept: list[tuple[int, int, int, int]] = []
+    for box in boxes:
+        if not any(_contained(box, other) for other in kept):
+            kept.append(box)
+    return sorted(
+        (
+            Rectangle(window_order[first], window_order[last], series_order[low : high + 1])
+            for low, high, first, last in kept
+        ),
+        key=lambda r: (r.first_window, r.series_keys[0]),
     )
-    rectangles: list[Rectangle] = []
-    for (first, last), group in spans.group_by(["first", "last"], maintain_order=True):
-        positions = np.sort(group["series_pos"].to_numpy())
-        for low, high in _runs(positions, max_gap):
-            rectangles.append(
-                Rectangle(window_order[first], window_order[last], series_order[low : high + 1])
-            )
-    return sorted(rectangles, key=lambda r: (r.first_window, r.series_keys[0]))
