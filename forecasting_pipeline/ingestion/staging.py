@@ -191,6 +191,8 @@ def _stage_file(
         last_ts=span[1],
         series_count=len(series_ids),
         series_ids=series_ids,
+        # A file with no usable row has nothing waiting: it is done (unless its batch is held).
+        status="staged" if valid.height else "ingested",
     )
     if checked.warnings:
         set_file_warnings(conn, file_id, checked.warnings)
