@@ -92,7 +92,7 @@ def _check(result: ExecuteInProcessResult, what: str) -> None:
     )
 
 
-def latest_window(database: DatabaseResource, calendar: DateCalendar | None = None) -> str:
+def latest_window(database: DatabaseResource) -> str:
     """The window holding the newest registered observation."""
     from forecasting_pipeline.partitions import window_key_for
 
@@ -275,6 +275,7 @@ def _run_cells(
     )
     run_ids: list[str] = []
     failure: PipelineRunError | None = None
+    accepted_from: list[str] = []  # first window of each rectangle whose run succeeded
     for rectangle in rectangles:
         result = launch.ingest_rectangle(
             instance,
@@ -286,17 +287,21 @@ def _run_cells(
         run_ids.append(result.run_id)
         try:
             _check(result, "ingestion")
+            accepted_from.append(rectangle.first_window)
         except PipelineRunError as exc:
             failure = failure or exc
-    if failure is not None:
-        raise failure
-    first_changed = batch.cells["window_key"].min()
-    latest = latest_window(database)
-    versioned = [w for w in windows if first_changed <= w <= latest]
+    # Windows whose accepted cells changed get a new history version, even when another
+    # rectangle's run stopped at a failed check (its cells were not accepted, so they stay out).
+    versioned: list[str] = []
+    latest = _latest_window_or_none(database)
+    if accepted_from and latest is not None:
+        versioned = [w for w in windows if min(accepted_from) <= w <= latest]
     for window in versioned:
         result = launch.version_history(instance, window)
         _check(result, f"history version of window {window}")
         run_ids.append(result.run_id)
+    if failure is not None:
+        raise failure
     return IngestSummary(
         batch, run_ids, batch.cells.height, versioned, latest, time.perf_counter() - started, batch.files
     )
