@@ -27,6 +27,7 @@ from forecasting_pipeline.ingestion.validation import ColumnRoles
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.storage.catalog import newest_observation_ts
+from forecasting_pipeline.storage.observations import clear_pending_history, earliest_pending_history
 from forecasting_pipeline.storage.staging import add_landed_file, release_held_files
 
 Progress = Callable[[str], None]
@@ -218,9 +219,13 @@ def ingest(
         progress(_describe_calendar(batch.calendar))
     if batch.cells.height == 0:
         progress("nothing new to ingest: no new or changed observations")
-        return IngestSummary(
-            batch, [], 0, [], _latest_window_or_none(database), time.perf_counter() - started, batch.files
+        from forecasting_pipeline import partitions
+
+        run_ids: list[str] = []
+        versioned, latest = _version_pending_history(
+            instance, database, partitions.date_partitions.get_partition_keys(), run_ids
         )
+        return IngestSummary(batch, run_ids, 0, versioned, latest, time.perf_counter() - started, batch.files)
     return _run_cells(instance, deployment, batch, database, started, progress, show_steps)
 
 
@@ -275,7 +280,6 @@ def _run_cells(
     )
     run_ids: list[str] = []
     failure: PipelineRunError | None = None
-    accepted_from: list[str] = []  # first window of each rectangle whose run succeeded
     for rectangle in rectangles:
         result = launch.ingest_rectangle(
             instance,
@@ -287,24 +291,40 @@ def _run_cells(
         run_ids.append(result.run_id)
         try:
             _check(result, "ingestion")
-            accepted_from.append(rectangle.first_window)
         except PipelineRunError as exc:
             failure = failure or exc
-    # Windows whose accepted cells changed get a new history version, even when another
-    # rectangle's run stopped at a failed check (its cells were not accepted, so they stay out).
-    versioned: list[str] = []
-    latest = _latest_window_or_none(database)
-    if accepted_from and latest is not None:
-        versioned = [w for w in windows if min(accepted_from) <= w <= latest]
-    for window in versioned:
-        result = launch.version_history(instance, window)
-        _check(result, f"history version of window {window}")
-        run_ids.append(result.run_id)
+    # Accepted cells (even beside a rectangle stopped by a failed check) version their windows.
+    versioned, latest = _version_pending_history(instance, database, windows, run_ids)
     if failure is not None:
         raise failure
     return IngestSummary(
         batch, run_ids, batch.cells.height, versioned, latest, time.perf_counter() - started, batch.files
     )
+
+
+def _version_pending_history(
+    instance: DagsterInstance, database: DatabaseResource, windows: list[str], run_ids: list[str]
+) -> tuple[list[str], str | None]:
+    """Version every window from the earliest one with accepted changes to the latest.
+
+    The pending marks are written by the runs that accepted the changes and cleared only after
+    every window is versioned, so an ingest killed in between is completed by the next one.
+    """
+    from forecasting_pipeline.automation import launch
+
+    with database.transaction() as conn:
+        pending_from = earliest_pending_history(conn)
+    latest = _latest_window_or_none(database)
+    if pending_from is None or latest is None:
+        return [], latest
+    versioned = [w for w in windows if pending_from <= w <= latest]
+    for window in versioned:
+        result = launch.version_history(instance, window)
+        _check(result, f"history version of window {window}")
+        run_ids.append(result.run_id)
+    with database.transaction() as conn:
+        clear_pending_history(conn, latest)
+    return versioned, latest
 
 
 def forecast(

@@ -202,3 +202,25 @@ def _quiet_lightning():
     import logging
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+
+
+def test_an_ingest_killed_before_versioning_history_is_finished_by_the_next(
+    deployment, instance, db_engine, monkeypatch
+):
+    from forecasting_pipeline.automation import launch
+
+    _land(deployment, "killed.csv", _epf("FR", "killed", "2016-10-01", "2016-10-23"))
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt  # the process dies after accepting, before any history version
+
+    with monkeypatch.context() as patched:
+        patched.setattr(launch, "version_history", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _ingest(deployment, instance)
+    assert _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'killed'") > 0
+
+    resumed = _ingest(deployment, instance)
+    assert resumed.cells == 0  # nothing left to accept ...
+    assert resumed.windows[0] == "2016-10-02"  # ... but every window's history is versioned
+    assert _count(db_engine, "SELECT count(*) FROM forecasting.history_pending") == 0

@@ -114,3 +114,11 @@ CREATE TABLE forecasting.data_quality_results (
     UNIQUE (batch_id, check_name)
 );
 CREATE INDEX data_quality_results_files_idx ON forecasting.data_quality_results USING gin (file_ids);
+
+-- Windows whose cells changed since their history was last versioned: `ingest` versions every
+-- window from the earliest one here, then clears them, so a run killed in between is finished
+-- by the next ingest instead of leaving a window's history version behind its data.
+CREATE TABLE forecasting.history_pending (
+    window_key text PRIMARY KEY,
+    marked_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -239,7 +239,8 @@ def _time_ordered(rows: pl.LazyFrame, *, keep_rows: bool) -> pl.LazyFrame:
     """
     columns = [pl.col(_T).sort()]
     if keep_rows:
-        columns.append(pl.col(_ROW).sort_by(_T, maintain_order=True))
+        # Ties broken by row number explicitly: rows reach the group in no guaranteed order.
+        columns.append(pl.col(_ROW).sort_by([_T, _ROW]))
     return rows.drop_nulls(_T).group_by(_SID).agg(columns).explode([_T, _ROW] if keep_rows else [_T])
 
 

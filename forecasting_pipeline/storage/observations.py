@@ -21,6 +21,7 @@ from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
 from forecasting_pipeline.storage.tables import (
     CELL_VERSIONS,
     DATA_QUALITY_RESULTS,
+    HISTORY_PENDING,
     LANDED_FILES,
     OBSERVATION_REVISIONS,
     OBSERVATIONS,
@@ -219,6 +220,10 @@ def accept_staged_cells(conn: Connection, cells: Sequence[Cell], run_id: str) ->
         {"run_id": run_id},
     )
     _consume_staged(conn, deduplicated=bool(distinct))
+    conn.exec_driver_sql(
+        f"INSERT INTO {SCHEMA}.{HISTORY_PENDING} (window_key) SELECT DISTINCT window_key FROM _incoming "
+        "ON CONFLICT (window_key) DO NOTHING"
+    )
     conn.execute(
         text(
             f"""
@@ -314,6 +319,15 @@ def _update_cell_versions(conn: Connection, cells: Sequence[Cell], run_id: str) 
             },
         )
     return results
+
+
+def earliest_pending_history(conn: Connection) -> str | None:
+    """The earliest window whose history must be versioned again (None: all up to date)."""
+    return conn.execute(text(f"SELECT min(window_key) FROM {SCHEMA}.{HISTORY_PENDING}")).scalar()
+
+
+def clear_pending_history(conn: Connection, through: str) -> None:
+    conn.execute(text(f"DELETE FROM {SCHEMA}.{HISTORY_PENDING} WHERE window_key <= :w"), {"w": through})
 
 
 @dataclass(frozen=True)

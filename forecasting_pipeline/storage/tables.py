@@ -29,6 +29,7 @@ STAGED_OBSERVATIONS = "staged_observations"
 OBSERVATION_REVISIONS = "observation_revisions"
 CELL_VERSIONS = "cell_versions"
 DATA_QUALITY_RESULTS = "data_quality_results"
+HISTORY_PENDING = "history_pending"
 
 # insertmanyvalues batches rows into multi-row VALUES; keep statements well under the
 # 65,535 bind-parameter limit of the PostgreSQL protocol.
