@@ -6,9 +6,9 @@ from dagster import AssetExecutionContext, AssetIn
 from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
 from forecasting_pipeline.partitions import SAME_WINDOW, parse_series_date_key, series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.schemas import UNIQUE_ID
+from forecasting_pipeline.schemas import UNIQUE_ID, empty_forecast_frame
 from forecasting_pipeline.storage.catalog import series_by_partition_key
-from forecasting_pipeline.storage.predictions import delete_stale_predictions, upsert_predictions
+from forecasting_pipeline.storage.predictions import store_predictions
 
 
 @pipeline_asset(
@@ -41,19 +41,24 @@ def predictions(
             for window, frame in global_models.items()
         }
         for key, cell in cells.items():
-            series_id = ids[cell.series_key]
-            global_rows = global_by_series[cell.window].get(series_id, global_models[cell.window].iloc[0:0])
-            frame = pd.concat([global_rows, local_models[str(key)]], ignore_index=True)
-            upsert_predictions(
-                conn, frame, window_key=cell.window, partition_key=str(key), run_id=context.run_id
+            global_rows = global_by_series[cell.window].get(
+                ids[cell.series_key], global_models[cell.window].iloc[0:0]
             )
-            delete_stale_predictions(
-                conn,
-                series_id=series_id,
-                window_key=cell.window,
-                model_names=sorted(frame["model_name"].unique()),
-                max_step=int(frame["step"].max()) if len(frame) else 0,
-            )
-            outputs[str(key)] = frame
+            outputs[str(key)] = pd.concat([global_rows, local_models[str(key)]], ignore_index=True)
+        stored = pd.concat(
+            [
+                frame.assign(window_key=cells[key].window, partition_key=key)
+                for key, frame in outputs.items()
+                if len(frame)
+            ]
+            or [empty_forecast_frame().assign(window_key="", partition_key="")],
+            ignore_index=True,
+        )
+        store_predictions(
+            conn,
+            stored,
+            [(ids[cell.series_key], cell.window) for cell in cells.values()],
+            context.run_id,
+        )
     context.log.info(f"stored forecasts for {len(outputs)} series × window partitions")
     return outputs

@@ -2,49 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
+import polars as pl
 from sqlalchemy import Connection, text
 
-from forecasting_pipeline.schemas import DS, FORECAST_COLUMNS, UNIQUE_ID, require_columns
-from forecasting_pipeline.storage.tables import PREDICTIONS, SCHEMA, upsert
+from forecasting_pipeline.schemas import DS, FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
+from forecasting_pipeline.storage.bulk import copy_frame
+from forecasting_pipeline.storage.tables import PREDICTIONS, SCHEMA
+
+_KEY = ("series_id", "window_key", "model_name", "step")
 
 
-def upsert_predictions(
-    conn: Connection, forecasts: pd.DataFrame, *, window_key: str, partition_key: str, run_id: str
+_COLUMNS = (
+    "series_id",
+    "window_key",
+    "partition_key",
+    "model_name",
+    "model_version",
+    "cutoff",
+    "step",
+    DS,
+    "yhat",
+    *INTERVAL_COLUMNS,
+    "dagster_run_id",
+)
+
+
+def store_predictions(
+    conn: Connection, forecasts: pd.DataFrame, cells: Sequence[tuple[str, str]], run_id: str
 ) -> int:
-    require_columns(forecasts, FORECAST_COLUMNS, "forecast frame")
-    frame = forecasts.rename(columns={UNIQUE_ID: "series_id"}).assign(
-        window_key=window_key, partition_key=partition_key, dagster_run_id=run_id
-    )
-    frame = frame.astype(object).where(frame.notna(), None)
-    for column in (DS, "cutoff"):
-        frame[column] = [pd.Timestamp(v).to_pydatetime() for v in frame[column]]
-    frame["step"] = frame["step"].astype(int)
-    return upsert(
-        conn,
-        PREDICTIONS,
-        frame.to_dict("records"),
-        key_columns=("series_id", "window_key", "model_name", "step"),
-    )
+    """Write a run's forecasts for `cells` ((series id, window) pairs) in three statements.
 
-
-def delete_stale_predictions(
-    conn: Connection, *, series_id: str, window_key: str, model_names: list[str], max_step: int
-) -> int:
-    """Drop rows a shorter horizon or a retired model left behind in this partition."""
-    result = conn.execute(
+    `forecasts` holds FORECAST_COLUMNS plus `window_key` and `partition_key`. Rows are COPYed,
+    upserted on (series, window, model, step), and whatever a cell held beyond them — a longer
+    horizon, a retired model, or everything when the cell has no forecast now — is deleted.
+    """
+    require_columns(forecasts, (*FORECAST_COLUMNS, "window_key", "partition_key"), "forecast frame")
+    frame = pl.from_pandas(forecasts.rename(columns={UNIQUE_ID: "series_id"})).with_columns(
+        pl.lit(run_id).alias("dagster_run_id"), pl.col("step").cast(pl.Int64)
+    )
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS _predictions_in (LIKE {SCHEMA}.{PREDICTIONS} INCLUDING DEFAULTS) "
+        "ON COMMIT DROP"
+    )
+    conn.exec_driver_sql("TRUNCATE _predictions_in")
+    copy_frame(conn, "_predictions_in", frame, _COLUMNS)
+    columns = ", ".join(_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c not in _KEY)
+    conn.execute(
         text(
-            f"DELETE FROM {SCHEMA}.{PREDICTIONS} WHERE series_id = :series_id "
-            "AND window_key = :window_key AND (step > :max_step OR NOT (model_name = ANY(:models)))"
-        ),
-        {
-            "series_id": series_id,
-            "window_key": window_key,
-            "max_step": max_step,
-            "models": model_names,
-        },
+            f"INSERT INTO {SCHEMA}.{PREDICTIONS} ({columns}) SELECT {columns} FROM _predictions_in "
+            f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {updates}, created_at = now()"
+        )
     )
-    return result.rowcount
+    conn.execute(
+        text(
+            f"""
+            DELETE FROM {SCHEMA}.{PREDICTIONS} p
+            USING unnest(CAST(:ids AS text[]), CAST(:windows AS text[])) AS c(series_id, window_key)
+            LEFT JOIN (
+                SELECT series_id, window_key, max(step) AS max_step, array_agg(DISTINCT model_name) AS models
+                FROM _predictions_in GROUP BY series_id, window_key
+            ) kept ON kept.series_id = c.series_id AND kept.window_key = c.window_key
+            WHERE p.series_id = c.series_id AND p.window_key = c.window_key
+              AND (kept.series_id IS NULL OR p.step > kept.max_step OR NOT (p.model_name = ANY(kept.models)))
+            """
+        ),
+        {"ids": [series_id for series_id, _ in cells], "windows": [window for _, window in cells]},
+    )
+    return frame.height
 
 
 def forecast_summary(conn: Connection, window_key: str) -> list[dict]:
