@@ -12,7 +12,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.storage.catalog import newest_observation_ts
 from forecasting_pipeline.storage.observations import clear_pending_history, earliest_pending_history
-from forecasting_pipeline.storage.staging import add_landed_file, release_held_files
+from forecasting_pipeline.storage.staging import release_held_files
 
 Progress = Callable[[str], None]
 
@@ -41,11 +41,18 @@ class PipelineRunError(RuntimeError):
 class IngestSummary:
     batch: StagedBatch
     run_ids: list[str]
-    cells: int
     windows: list[str]  # windows whose history got a new version
     latest_window: str | None
     seconds: float
-    files: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[FileOutcome]:
+        return self.batch.files
+
+    @property
+    def cells(self) -> int:
+        """Changed series × window cells the ingest ran."""
+        return self.batch.cells.height
 
     @property
     def new_series(self) -> list[str]:
@@ -150,35 +157,12 @@ def land_sql(url: str, query: str, landing_dir: Path) -> Path:
     return target
 
 
-def _landed_files(deployment: Deployment) -> tuple[list[Path], list[FileOutcome]]:
+def _landed_files(deployment: Deployment) -> list[Path]:
+    """Every file in the landing folder; staging refuses (and sets aside) what it cannot read."""
     landing = deployment.settings.landing_dir
     if not landing.is_dir():
-        return [], []
-    entries = [p for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")]
-    files, refused = discover_files(sorted(entries))
-    return files, [FileOutcome(r.path, "rejected", r.rejected_reason or "unreadable") for r in refused]
-
-
-def _set_aside(deployment: Deployment, database: DatabaseResource, refused: list[FileOutcome]) -> None:
-    """Unknown file types in the landing folder are recorded and moved aside like unreadable ones."""
-    rejected_dir = deployment.settings.rejected_dir
-    for outcome in refused:
-        if not outcome.path.exists():
-            continue
-        with database.transaction() as conn:
-            add_landed_file(
-                conn,
-                {
-                    "path": str(outcome.path),
-                    "file_name": outcome.path.name,
-                    "size_bytes": outcome.path.stat().st_size,
-                    "content_hash": hashlib.sha256(outcome.path.read_bytes()).hexdigest(),
-                    "status": "rejected",
-                    "reason": outcome.message,
-                },
-            )
-        rejected_dir.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(outcome.path), str(rejected_dir / outcome.path.name))
+        return []
+    return sorted(p for p in landing.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def ingest(
@@ -198,8 +182,7 @@ def ingest(
     started = time.perf_counter()
     settings = deployment.settings
     database = DatabaseResource(url=deployment.database_url)
-    files, refused = _landed_files(deployment)
-    _set_aside(deployment, database, refused)
+    files = _landed_files(deployment)
     calendar = load_calendar(settings)
     with database.transaction() as conn:
         if release_held:
@@ -209,7 +192,6 @@ def ingest(
             conn, files, roles=roles or ColumnRoles(), settings=settings, calendar=calendar
         )
     move_rejected(batch)
-    batch.files = refused + batch.files
     for outcome in batch.files:
         progress(f"{outcome.path.name}: {outcome.status}: {outcome.message}")
     if not batch.calendar.same_windows(calendar) or (
@@ -225,7 +207,7 @@ def ingest(
         versioned, latest = _version_pending_history(
             instance, database, partitions.date_partitions.get_partition_keys(), run_ids
         )
-        return IngestSummary(batch, run_ids, 0, versioned, latest, time.perf_counter() - started, batch.files)
+        return IngestSummary(batch, run_ids, versioned, latest, time.perf_counter() - started)
     return _run_cells(instance, deployment, batch, database, started, progress, show_steps)
 
 
@@ -297,9 +279,7 @@ def _run_cells(
     versioned, latest = _version_pending_history(instance, database, windows, run_ids)
     if failure is not None:
         raise failure
-    return IngestSummary(
-        batch, run_ids, batch.cells.height, versioned, latest, time.perf_counter() - started, batch.files
-    )
+    return IngestSummary(batch, run_ids, versioned, latest, time.perf_counter() - started)
 
 
 def _version_pending_history(

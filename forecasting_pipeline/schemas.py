@@ -11,9 +11,7 @@ import pandas as pd
 UNIQUE_ID = "unique_id"
 DS = "ds"
 Y = "y"
-WINDOW_KEY = "window_key"
-# Where a landed row came from: its file and its 1-based data-row number (after the header).
-SOURCE = "source"
+# Where a landed row came from: its 1-based data-row number in its file (after the header).
 SOURCE_ROW = "source_row"
 # Name of the dynamic `series` partitions dimension (partition keys derive from series ids).
 SERIES_DIMENSION = "series"

@@ -61,6 +61,12 @@ def land_and_ingest(deployment, instance):
     return operations.ingest(instance, deployment, progress=lambda _: None)
 
 
+def scalar(engine, sql: str, **params):
+    """One value from the database, for assertions on stored rows."""
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar_one()
+
+
 def series_keys(instance) -> list[str]:
     return list(instance.get_dynamic_partitions("series"))
 

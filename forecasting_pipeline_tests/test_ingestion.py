@@ -19,7 +19,7 @@ from sqlalchemy import text
 from forecasting_pipeline import operations
 from forecasting_pipeline.datasets import EPF_FR_BE
 from forecasting_pipeline.series_keys import partition_key
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL
+from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, scalar
 
 HOURS_PER_WEEK = 168
 
@@ -54,17 +54,12 @@ def _materialized(db_engine, run_ids: list[str], asset: str) -> list[str]:
         )
 
 
-def _count(db_engine, sql: str, **params) -> int:
-    with db_engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
-
-
 def test_a_new_week_runs_only_its_cells_and_a_file_landed_twice_does_nothing(deployment, instance, db_engine):
     _land(deployment, "week_a_history.csv", _epf("FR", "week-a", "2016-09-01", "2016-10-23"))
     first = _ingest(deployment, instance)
     # The history slice (everything before 2016-10-09) and two weekly windows.
     assert sorted(first.batch.cells["window_key"].to_list()) == ["2016-10-02", "2016-10-09", "2016-10-16"]
-    stored = _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'")
+    stored = scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'")
     assert stored == 52 * 24
 
     again = _ingest(deployment, instance)
@@ -75,7 +70,7 @@ def test_a_new_week_runs_only_its_cells_and_a_file_landed_twice_does_nothing(dep
     copy = _ingest(deployment, instance)
     assert copy.run_ids == [] and "same content as landed file" in copy.files[-1].message
     assert (
-        _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'")
+        scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'")
         == stored
     )
 
@@ -83,7 +78,7 @@ def test_a_new_week_runs_only_its_cells_and_a_file_landed_twice_does_nothing(dep
     week = _ingest(deployment, instance)
     assert week.cells == 1
     assert _materialized(db_engine, week.run_ids, "raw_observations") == ["2016-10-23|week-a"]
-    assert _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'") == (
+    assert scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'week-a'") == (
         stored + HOURS_PER_WEEK
     )
     with db_engine.connect() as conn:
@@ -218,9 +213,9 @@ def test_an_ingest_killed_before_versioning_history_is_finished_by_the_next(
         patched.setattr(launch, "version_history", killed)
         with pytest.raises(KeyboardInterrupt):
             _ingest(deployment, instance)
-    assert _count(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'killed'") > 0
+    assert scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'killed'") > 0
 
     resumed = _ingest(deployment, instance)
     assert resumed.cells == 0  # nothing left to accept ...
     assert resumed.windows[0] == "2016-10-02"  # ... but every window's history is versioned
-    assert _count(db_engine, "SELECT count(*) FROM forecasting.history_pending") == 0
+    assert scalar(db_engine, "SELECT count(*) FROM forecasting.history_pending") == 0

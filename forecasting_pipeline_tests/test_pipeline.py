@@ -21,11 +21,6 @@ SERIES = ["BE", "FR"]
 HORIZON = 24
 
 
-def _scalar(engine, sql: str, **params):
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar()
-
-
 @pytest.fixture(scope="module")
 def pipeline(deployment, instance):
     return ingest_and_forecast(deployment, instance)

@@ -33,20 +33,21 @@ from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResourc
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_store import ModelStoreResource
 from forecasting_pipeline.schemas import UNIQUE_ID, empty_forecast_frame
-from forecasting_pipeline.storage.catalog import series_by_partition_key
+from forecasting_pipeline.storage.catalog import series_by_partition_key, stored_frequencies
 from forecasting_pipeline.storage.lineage import (
     MetricRecord,
     ModelRecord,
     record_metrics,
     register_model,
 )
-from forecasting_pipeline.storage.observations import read_panel, series_frequencies
+from forecasting_pipeline.storage.observations import read_panel
 
 
 def _stored_frequency(database: DatabaseResource, series_ids: list[str]) -> str:
     """The one frequency of a panel's series, as inferred at registration (never per window)."""
     with database.transaction() as conn:
-        frequencies = series_frequencies(conn, series_ids)
+        stored = stored_frequencies(conn, series_ids)
+    frequencies = dict(zip(stored["unique_id"].to_list(), stored["freq"].to_list(), strict=True))
     distinct = sorted({f for f in frequencies.values() if f})
     if len(distinct) != 1:
         unknown = sorted(s for s, f in frequencies.items() if not f)

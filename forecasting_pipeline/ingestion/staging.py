@@ -15,7 +15,7 @@ import hashlib
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -40,7 +40,6 @@ from forecasting_pipeline.storage.catalog import (
     observation_timestamps,
     register_dataset,
     register_series,
-    series_needing_frequency,
     stored_frequencies,
 )
 from forecasting_pipeline.storage.staging import (
@@ -82,10 +81,6 @@ class StagedBatch:
     quality: list = field(default_factory=list)  # ExpectationOutcome of the batch
     held: bool = False
     rejected_moves: list[tuple[Path, Path]] = field(default_factory=list)
-
-    @property
-    def staged_files(self) -> list[FileOutcome]:
-        return [f for f in self.files if f.status in ("staged", "held")]
 
 
 def content_hash(path: Path) -> str:
@@ -247,8 +242,8 @@ def _register_series(conn: Connection, accumulated: _Accumulated) -> tuple[list[
         )
     )
     ids = spans[UNIQUE_ID].to_list()
-    known_without = set(series_needing_frequency(conn, ids))
     known = stored_frequencies(conn, ids)
+    known_without = set(known.filter(pl.col("freq").is_null())[UNIQUE_ID].to_list())
     unknown = set(ids) - set(known[UNIQUE_ID].to_list()) | known_without
     timestamps = pl.concat(accumulated.timestamps).filter(pl.col(UNIQUE_ID).is_in(list(unknown)))
     if known_without:
@@ -330,7 +325,7 @@ def stage_landed_files(
             )
             hold_files(conn, accumulated.file_ids, reason)
             batch.files = [
-                FileOutcome(**{**f.__dict__, "status": "held", "message": reason})
+                replace(f, status="held", message=reason)
                 if f.file_id in accumulated.file_ids and f.status == "staged"
                 else f
                 for f in batch.files

@@ -70,18 +70,8 @@ def register_series(conn: Connection, series: pl.DataFrame) -> list[str]:
     return sorted(r.series_id for r in rows if r.inserted)
 
 
-def series_needing_frequency(conn: Connection, series_ids: Sequence[str]) -> list[str]:
-    """Of `series_ids`, those known without a frequency (new ones are not in the table yet)."""
-    return list(
-        conn.execute(
-            text(f"SELECT series_id FROM {SCHEMA}.{SERIES} WHERE series_id = ANY(:ids) AND freq IS NULL"),
-            {"ids": list(series_ids)},
-        ).scalars()
-    )
-
-
 def stored_frequencies(conn: Connection, series_ids: Sequence[str]) -> pl.DataFrame:
-    """unique_id, freq of known series among `series_ids`."""
+    """unique_id, freq of known series among `series_ids` (freq null: not inferable yet)."""
     rows = conn.execute(
         text(f"SELECT series_id, freq FROM {SCHEMA}.{SERIES} WHERE series_id = ANY(:ids)"),
         {"ids": list(series_ids)},

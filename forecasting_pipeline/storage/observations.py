@@ -26,7 +26,6 @@ from forecasting_pipeline.storage.tables import (
     OBSERVATION_REVISIONS,
     OBSERVATIONS,
     SCHEMA,
-    SERIES,
     STAGED_OBSERVATIONS,
 )
 
@@ -379,12 +378,3 @@ def read_panel(conn: Connection, until: datetime) -> pd.DataFrame:
     )
     drivers = pd.DataFrame.from_records([r.drivers for r in records], index=panel.index)
     return pd.concat([panel, drivers], axis=1) if not drivers.empty else panel
-
-
-def series_frequencies(conn: Connection, series_ids: Sequence[str]) -> dict[str, str | None]:
-    """The stored sampling frequency of each series (inferred once, at registration)."""
-    rows = conn.execute(
-        text(f"SELECT series_id, freq FROM {SCHEMA}.{SERIES} WHERE series_id = ANY(:ids)"),
-        {"ids": list(series_ids)},
-    )
-    return {r.series_id: r.freq for r in rows}
