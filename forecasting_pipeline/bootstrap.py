@@ -26,7 +26,6 @@ from forecasting_pipeline.settings import (
 from forecasting_pipeline.storage.embedded import start_embedded_server, with_psycopg2_driver
 from forecasting_pipeline.storage.migrations import apply_migrations
 
-GPU_POOL_LIMIT = 1
 EVENT_BATCH_SIZE_VAR = "DAGSTER_EVENT_BATCH_SIZE"
 INSTANCE_CONFIG = REPO_ROOT / "dagster.yaml"
 
@@ -66,6 +65,11 @@ def prepare_deployment(settings: Settings | None = None) -> Deployment:
     return Deployment(settings, url, dagster_home, embedded, applied)
 
 
-def limit_gpu_pool(instance: DagsterInstance) -> None:
-    """Make the `gpu` pool limit explicit in the instance (dagster.yaml's default also says 1)."""
-    instance.event_log_storage.set_concurrency_slots(GPU_POOL, GPU_POOL_LIMIT)
+def apply_pool_limits(instance: DagsterInstance, settings: Settings) -> None:
+    """Set the `gpu` pool's limit only when configured (FP_GPU_POOL_LIMIT).
+
+    Unset, the instance keeps whatever limit it has: dagster.yaml's default pool limit, or one
+    an operator set in the UI; the CLI never resets it.
+    """
+    if settings.gpu_pool_limit is not None:
+        instance.event_log_storage.set_concurrency_slots(GPU_POOL, settings.gpu_pool_limit)

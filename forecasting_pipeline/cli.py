@@ -29,10 +29,10 @@ def _instance():
     from dagster import DagsterInstance
 
     from forecasting_pipeline.automation.recovery import fail_orphaned_runs
-    from forecasting_pipeline.bootstrap import limit_gpu_pool
+    from forecasting_pipeline.bootstrap import apply_pool_limits
 
     instance = DagsterInstance.get()
-    limit_gpu_pool(instance)
+    apply_pool_limits(instance, load_settings())
     for run_id in fail_orphaned_runs(instance):
         click.echo(f"run {run_id} was killed before it finished: marked failed, its partitions can re-run")
     return instance
@@ -178,6 +178,12 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--drivers", default=None, help="Comma-separated driver columns (default: the numeric ones).")
 @click.option("--attributes", default=None, help="Comma-separated series attributes (default: text columns).")
 @click.option("--ignore", default="", help="Comma-separated columns to leave out.")
+@click.option(
+    "--future-drivers",
+    default="",
+    help="Comma-separated drivers known ahead of time (published forecasts, calendars); "
+    "models that take future inputs use them over the horizon.",
+)
 @click.option("--release-held", is_flag=True, help="Accept batches held by a failed quality check.")
 def ingest(
     paths: tuple[Path, ...],
@@ -189,6 +195,7 @@ def ingest(
     drivers: str | None,
     attributes: str | None,
     ignore: str,
+    future_drivers: str,
     release_held: bool,
 ) -> None:
     """Land PATHS (CSV, CSV.GZ or Parquet files or folders, long format) or a SQL source, and
@@ -218,6 +225,7 @@ def ingest(
         drivers=_names(drivers),
         attributes=_names(attributes),
         ignore=_names(ignore) or (),
+        future_drivers=_names(future_drivers) or (),
     )
     try:
         summary = operations.ingest(
@@ -292,7 +300,7 @@ def stop() -> None:
 def ui(host: str, port: int, dagster_args: tuple[str, ...]) -> None:
     """Start `dagster dev` (UI + daemon) on the same PostgreSQL-backed instance as the CLI."""
     deployment = _deployment()
-    _instance()  # creates Dagster's tables and the gpu pool limit before the UI starts
+    _instance()  # creates Dagster's tables (and a configured gpu pool limit) before the UI starts
     click.echo(f"database: {_describe_database(deployment)}; DAGSTER_HOME={deployment.dagster_home}")
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "forecasting_pipeline.definitions"]

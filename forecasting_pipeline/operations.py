@@ -307,29 +307,46 @@ def _version_pending_history(
     return versioned, latest
 
 
+def _op_config(**configs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    ops = {name: {"config": dict(config)} for name, config in configs.items() if config}
+    return {"ops": ops} if ops else None
+
+
 def forecast(
     instance: DagsterInstance,
     window: str,
     series_keys: list[str],
     *,
     global_model_config: Mapping[str, Any] | None = None,
+    search_config: Mapping[str, Any] | None = None,
+    local_model_config: Mapping[str, Any] | None = None,
     show_steps: bool = False,
 ) -> ForecastSummary:
-    """Train the global models for `window`, then forecast every series with every model.
+    """Tune and train the window's families, then fit the local families and publish forecasts.
 
-    `global_model_config` overrides fields of `GlobalModelConfig` (e.g. `max_steps`).
+    The local families run even when neural training failed (their forecasts do not depend on
+    it); the training failure is raised afterwards. The configs override fields of
+    `GlobalModelConfig`, `SearchConfig` and `LocalModelConfig`.
     """
     from forecasting_pipeline.automation import launch
 
-    train_config = (
-        {"ops": {"global_models": {"config": dict(global_model_config)}}} if global_model_config else None
-    )
     started = time.perf_counter()
-    trained = launch.train_window(instance, window, run_config=train_config, show_steps=show_steps)
-    _check(trained, f"training for window {window}")
+    trained = launch.train_window(
+        instance,
+        window,
+        run_config=_op_config(global_models=global_model_config, hyperparameter_search=search_config),
+        show_steps=show_steps,
+    )
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    forecasted = launch.forecast_window(instance, window, series_keys, show_steps=show_steps)
+    forecasted = launch.forecast_window(
+        instance,
+        window,
+        series_keys,
+        run_config=_op_config(local_models=local_model_config),
+        show_steps=show_steps,
+    )
+    _check(trained, f"training for window {window}")
     _check(forecasted, f"forecasting for window {window}")
     return ForecastSummary(
         window,

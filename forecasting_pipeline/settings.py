@@ -20,7 +20,15 @@ so a deployment is described completely by the variables documented below.
 - FP_DQ_MAX_FAILING_FRACTION: share of a landed batch a blocking data-quality check tolerates
   before it stops the batch. Default 0.01
 - FP_TARGET_MIN / FP_TARGET_MAX: optional bounds of plausible target values (a quality check).
-- FP_FORECAST_HORIZON: forecast steps, in each series' own sampling frequency. Default 24
+- FP_MODEL_CATALOG: YAML file of model families and frequency groups (horizons, minimum
+  lengths). Default: the catalog shipped in forecasting_pipeline/modeling/model_catalog.yaml
+- FP_FORECAST_HORIZON: when set, every frequency group forecasts this many steps instead of the
+  catalog's per-group horizon (tests and quick runs).
+- FP_STATSFORECAST_N_JOBS: processes of the one StatsForecast call that fits a window's local
+  families. Default 1
+- FP_GPU_POOL_LIMIT: when set, the CLI sets the `gpu` pool's limit to it; unset, the limit is
+  whatever the instance has (dagster.yaml's default pool limit, or one set in the UI).
+- FP_PRECISION: Lightning precision on CUDA. Default 16-mixed (CPU always trains in 32-true)
 - MLFLOW_TRACKING_URI: MLflow tracking server or store. Default: sqlite file under FP_HOME.
 """
 
@@ -59,7 +67,7 @@ class Settings:
     date_cadence: str
     partition_start: date | None  # None: the calendar comes from the data (persisted)
     partition_end: date | None
-    forecast_horizon: int
+    forecast_horizon: int | None  # None: each frequency group's horizon from the catalog
     calendar_history_windows: int = DEFAULT_CALENDAR_HISTORY_WINDOWS
     future_tolerance_hours: float = 24.0
     max_failing_fraction: float = 0.01
@@ -69,6 +77,10 @@ class Settings:
     date_cadence_explicit: bool = False  # FP_DATE_CADENCE was set (checked against the calendar)
     # Set only when MLFLOW_TRACKING_URI is in the environment (it may carry credentials).
     mlflow_tracking_uri: str | None = None
+    model_catalog: Path | None = None  # None: the bundled catalog
+    statsforecast_n_jobs: int = 1
+    gpu_pool_limit: int | None = None
+    cuda_precision: str = "16-mixed"
 
     @property
     def default_mlflow_tracking_uri(self) -> str:
@@ -166,6 +178,15 @@ def _parse_non_negative_int(name: str, raw: str) -> int:
     return value
 
 
+_PRECISIONS = ("16-mixed", "bf16-mixed", "32-true")
+
+
+def _parse_precision(raw: str) -> str:
+    if raw not in _PRECISIONS:
+        raise SettingsError(f"FP_PRECISION={raw!r}; expected one of {', '.join(_PRECISIONS)}")
+    return raw
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from `environ` (the process environment by default)."""
     env = os.environ if environ is None else environ
@@ -196,7 +217,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         date_cadence=cadence,
         partition_start=start,
         partition_end=end,
-        forecast_horizon=_parse_positive_int("FP_FORECAST_HORIZON", env.get("FP_FORECAST_HORIZON", "24")),
+        forecast_horizon=_parse_positive_int("FP_FORECAST_HORIZON", env["FP_FORECAST_HORIZON"])
+        if env.get("FP_FORECAST_HORIZON")
+        else None,
+        model_catalog=Path(env["FP_MODEL_CATALOG"]).expanduser().resolve()
+        if env.get("FP_MODEL_CATALOG")
+        else None,
+        statsforecast_n_jobs=_parse_positive_int(
+            "FP_STATSFORECAST_N_JOBS", env.get("FP_STATSFORECAST_N_JOBS") or "1"
+        ),
+        gpu_pool_limit=_parse_positive_int("FP_GPU_POOL_LIMIT", env["FP_GPU_POOL_LIMIT"])
+        if env.get("FP_GPU_POOL_LIMIT")
+        else None,
+        cuda_precision=_parse_precision(env.get("FP_PRECISION") or "16-mixed"),
         mlflow_tracking_uri=env.get(MLFLOW_TRACKING_URI_VAR) or None,
         calendar_history_windows=_parse_non_negative_int(
             "FP_CALENDAR_HISTORY_WINDOWS",

@@ -50,6 +50,8 @@ from forecasting_pipeline.storage.embedded import with_psycopg2_driver  # noqa: 
 
 # Small enough for 2 CPU cores, big enough to exercise the real training loop.
 TINY_GLOBAL_MODEL = {"max_steps": 5, "input_size": 48, "batch_size": 8}
+# Two trials of five steps per study: the real Optuna loop in PostgreSQL, at test size.
+TINY_SEARCH = {"trials": 2, "trial_max_steps": 5}
 
 
 def land_and_ingest(deployment, instance):
@@ -81,6 +83,7 @@ def ingest_and_forecast(deployment, instance):
         ingested.latest_window or "2016-10-30",
         series_keys(instance),
         global_model_config=TINY_GLOBAL_MODEL,
+        search_config=TINY_SEARCH,
     )
     return ingested, forecasted
 
@@ -155,10 +158,7 @@ def instance(deployment):
     """A Dagster instance whose runs, events and schedules live in the module's database."""
     from dagster import DagsterInstance
 
-    from forecasting_pipeline.bootstrap import limit_gpu_pool
-
     dagster_instance = DagsterInstance.get()
-    limit_gpu_pool(dagster_instance)
     yield dagster_instance
     dagster_instance.dispose()
 

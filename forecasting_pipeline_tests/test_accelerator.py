@@ -41,7 +41,7 @@ def test_a_visible_gpu_is_used(monkeypatch: pytest.MonkeyPatch, device: str):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     accelerator = AcceleratorResource(device=device)
     assert accelerator.resolve_device() == "cuda"
-    assert accelerator.trainer_kwargs() == {"accelerator": "gpu", "devices": 1}
+    assert accelerator.trainer_kwargs() == {"accelerator": "gpu", "devices": 1, "precision": "16-mixed"}
 
 
 def test_cpu_wins_over_a_visible_gpu(monkeypatch: pytest.MonkeyPatch):

@@ -1,35 +1,49 @@
-"""Local fitting on real statsforecast: series too short for a season are named and skipped,
-the others are forecast with intervals."""
+"""Local families on real statsforecast: all fitted in one call, a failing family costs only its
+own forecasts, and local families see a bounded recent history."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
-from forecasting_pipeline.modeling.catalog import local_model_spec
-from forecasting_pipeline.modeling.fitting import fit_local_model
+from forecasting_pipeline.modeling.catalog import load_catalog
+from forecasting_pipeline.modeling.fitting import fit_local_families, recent_history
 
 
 def _hourly(series_id: str, hours: int) -> pd.DataFrame:
     ds = pd.date_range("2024-01-01", periods=hours, freq="h")
-    return pd.DataFrame({"unique_id": series_id, "ds": ds, "y": np.arange(hours, dtype=float) % 24})
+    wave = 10 + np.sin(np.arange(hours) * 2 * np.pi / 24)
+    return pd.DataFrame({"unique_id": series_id, "ds": ds, "y": wave})
 
 
-def test_short_series_are_skipped_and_named_the_rest_are_forecast():
-    history = pd.concat([_hourly("long", 24 * 5), _hourly("short", 10)], ignore_index=True)
-
-    fit = fit_local_model(history, local_model_spec("SeasonalNaive"), "h", horizon=6)
-
-    assert fit.season == 24
-    assert fit.too_short == ["short"]
-    assert set(fit.fitted["unique_id"]) == {"long"}
-    forecast = fit.raw_forecast.reset_index()
-    assert list(forecast["unique_id"].unique()) == ["long"]
-    # Seasonal naive repeats the last day: hours 0..5 of the pattern y = hour of day.
-    assert forecast["SeasonalNaive"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert {"SeasonalNaive-lo-80", "SeasonalNaive-hi-95"} <= set(forecast.columns)
+def test_every_family_of_a_group_is_fitted_in_one_call_with_intervals():
+    catalog = load_catalog()
+    families = [(catalog.family(name), {}) for name in ("SeasonalNaive", "AutoTheta")]
+    history = pd.concat([_hourly("a", 24 * 6), _hourly("b", 24 * 5)], ignore_index=True)
+    fits = fit_local_families(history, families, freq="h", season=24, horizon=12, n_jobs=1)
+    assert fits.fitted == ["SeasonalNaive", "AutoTheta"] and not fits.failed
+    frame = fits.raw_forecast.reset_index() if "unique_id" not in fits.raw_forecast else fits.raw_forecast
+    assert frame.groupby("unique_id").size().to_dict() == {"a": 12, "b": 12}
+    assert {"SeasonalNaive-lo-95", "AutoTheta-hi-80"} <= set(frame.columns)
 
 
-def test_a_panel_of_only_short_series_fits_nothing():
-    fit = fit_local_model(_hourly("short", 10), local_model_spec("SeasonalNaive"), "h", horizon=6)
-    assert fit.raw_forecast is None and fit.too_short == ["short"]
+def test_a_family_that_fails_is_named_and_the_others_still_forecast():
+    catalog = load_catalog()
+    # Conformal intervals need 2 × horizon + 1 points: Croston fails on this history, Naive does not.
+    families = [(catalog.family("SeasonalNaive"), {}), (catalog.family("CrostonOptimized"), {})]
+    history = _hourly("a", 30)
+    fits = fit_local_families(history, families, freq="h", season=24, horizon=24, n_jobs=1)
+    assert fits.fitted == ["SeasonalNaive"]
+    assert set(fits.failed) == {"CrostonOptimized"}
+    assert fits.raw_forecast is not None and "SeasonalNaive" in fits.raw_forecast.columns
+
+
+def test_recent_history_keeps_each_series_last_points():
+    panel = pl.from_pandas(pd.concat([_hourly("a", 50), _hourly("b", 5)], ignore_index=True))
+    kept = recent_history(panel, 10)
+    assert kept.group_by("unique_id").len().sort("unique_id").rows() == [("a", 10), ("b", 5)]
+    assert kept.filter(pl.col("unique_id") == "a")["ds"].min() == pd.Timestamp(
+        "2024-01-01 16:00"
+    ) + pd.Timedelta(days=1)
+    assert recent_history(panel, None).height == panel.height

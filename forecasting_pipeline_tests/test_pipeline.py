@@ -1,11 +1,9 @@
 """User story: land the bundled dataset → series become partitions → observations ingested per
-series × window → a global and a local model trained → forecasts with intervals stored, traced to
-the Dagster runs that made them; and re-running changes nothing but versions."""
+series × window → the catalog's families tuned and trained per frequency group → forecasts with
+intervals stored, traced to the Dagster runs, MLflow versions and code that made them; and
+re-running the same origin changes nothing but versions."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -14,11 +12,13 @@ from sqlalchemy import text
 
 from forecasting_pipeline import operations
 from forecasting_pipeline.datasets import EPF_FR_BE
+from forecasting_pipeline.modeling.catalog import load_catalog
 from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, ingest_and_forecast
 
 LATEST_WINDOW = "2016-10-30"  # the bundled prices end on Monday 2016-10-31 23:00
 SERIES = ["BE", "FR"]
-HORIZON = 24
+HORIZON = 24  # the catalog's hourly horizon
+FAMILIES = sorted(f.name for f in (*load_catalog().neural(), *load_catalog().local()))
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +72,11 @@ def test_every_series_gets_forecasts_with_nested_intervals(pipeline, db_engine):
             conn,
             params={"w": LATEST_WINDOW},
         )
-    assert len(rows) == len(SERIES) * 2 * HORIZON
+    assert len(rows) == len(SERIES) * len(FAMILIES) * HORIZON
     assert set(rows.groupby(["series_id", "model_name"]).size().to_dict().items()) == {
-        ((s, m), HORIZON) for s in SERIES for m in ("NHITS", "SeasonalNaive")
+        ((s, m), HORIZON) for s in SERIES for m in FAMILIES
     }
+    assert (rows["freq_group"] == "hourly").all() and rows["model_id"].notna().all()
     cutoff = pd.Timestamp("2016-10-31 23:00")
     assert (rows["cutoff"] == cutoff).all()
     assert (rows["ds"] == cutoff + pd.to_timedelta(rows["step"], unit="h")).all()
@@ -119,13 +120,16 @@ def test_predictions_join_to_the_dagster_runs_and_events_that_made_them(pipeline
             .scalars()
             .all()
         )
-    assert [(run_id, status) for run_id, status, _ in joined] == [(forecasted.forecast_run_id, "SUCCESS")]
+    # Neural families write from the training run, local families from the forecast run.
+    assert sorted((run_id, status) for run_id, status, _ in joined) == sorted(
+        [(forecasted.train_run_id, "SUCCESS"), (forecasted.forecast_run_id, "SUCCESS")]
+    )
     assert events == [f"{LATEST_WINDOW}|{s}" for s in SERIES]
     ingested = instance.get_materialized_partitions(AssetKey("raw_observations"))
     assert {f"{w}|{s}" for w in ("2016-10-02", "2016-10-23", LATEST_WINDOW) for s in SERIES} <= set(ingested)
 
 
-def test_global_model_is_registered_with_its_artefact_and_tracked_in_mlflow(pipeline, db_engine, deployment):
+def test_global_model_is_registered_with_its_lineage_and_tracked_in_mlflow(pipeline, db_engine, deployment):
     from mlflow import MlflowClient
 
     _, forecasted = pipeline
@@ -142,27 +146,88 @@ def test_global_model_is_registered_with_its_artefact_and_tracked_in_mlflow(pipe
             text("SELECT value FROM forecasting.metrics WHERE model_id = :id AND metric = 'train_loss'"),
             {"id": model["model_id"]},
         ).scalar_one()
-    assert model["model_name"] == "NHITS" and model["window_key"] == LATEST_WINDOW
+        stats = (
+            conn.execute(
+                text("SELECT * FROM forecasting.resource_stats WHERE model_id = :id"),
+                {"id": model["model_id"]},
+            )
+            .mappings()
+            .one()
+        )
+    assert (model["model_name"], model["freq_group"], model["window_key"]) == (
+        "NHITS",
+        "hourly",
+        LATEST_WINDOW,
+    )
     # The accelerator resource's own choice: CUDA on a GPU host, the CPU elsewhere.
     from forecasting_pipeline.resources.accelerator import AcceleratorResource
 
-    assert model["device"] == AcceleratorResource().resolve_device()
+    assert model["device"] == AcceleratorResource().resolve_device() == stats["device"]
+    assert stats["stage"] == "training" and stats["wall_seconds"] > 0 and stats["peak_rss_mb"] > 100
     assert model["params"]["max_steps"] == TINY_GLOBAL_MODEL["max_steps"]
-    artefact = Path(urlparse(model["artifact_uri"]).path)
-    assert any(artefact.glob("*.safetensors")), f"no weights saved in {artefact}"
+    # The drivers of the bundled data are used; no future values exist after its last day.
+    assert model["params"]["hist_exog"] == ["gen_forecast", "system_load", "week_day"]
+    assert model["params"]["futr_exog"] == []
     assert loss > 0
 
     client = MlflowClient(tracking_uri=deployment.settings.default_mlflow_tracking_uri)
     run = client.get_run(model["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["max_steps"] == str(TINY_GLOBAL_MODEL["max_steps"])
-    assert run.data.tags["dagster_run_id"] == forecasted.train_run_id
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(history) == TINY_GLOBAL_MODEL["max_steps"]
     assert history[-1].value == pytest.approx(loss)
-    version = client.get_model_version("NHITS", model["registry_version"])
+    version = client.get_model_version("NHITS-hourly", model["registry_version"])
     assert version.run_id == run.info.run_id
+    assert {
+        key: version.tags[key] for key in ("dagster_run_id", "partition_key", "code_version", "data_version")
+    } == {
+        "dagster_run_id": forecasted.train_run_id,
+        "partition_key": LATEST_WINDOW,
+        "code_version": model["code_version"],
+        "data_version": model["data_version"],
+    }
+    # Weights are stored once: in the MLflow run's artifacts, which the model row points at.
+    assert model["artifact_uri"] == f"{run.info.artifact_uri}/model"
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {"model/configuration.json"}
+    assert not (deployment.settings.home / "models").exists()
+
+
+def test_the_registered_model_reloads_and_predicts_what_was_stored(pipeline, db_engine, deployment):
+    import mlflow
+    from neuralforecast import NeuralForecast
+
+    from forecasting_pipeline.modeling.forecast_frame import catalog_forecast_frame, last_timestamps
+
+    with db_engine.connect() as conn:
+        model = (
+            conn.execute(
+                text(
+                    "SELECT * FROM forecasting.models WHERE model_name = 'NHITS' "
+                    "ORDER BY model_id DESC LIMIT 1"
+                )
+            )
+            .mappings()
+            .one()
+        )
+        stored = pd.read_sql(
+            text("SELECT * FROM forecasting.predictions WHERE model_id = :id ORDER BY series_id, step"),
+            conn,
+            params={"id": model["model_id"]},
+        )
+    mlflow.set_registry_uri(deployment.settings.default_mlflow_tracking_uri)
+    mlflow.set_tracking_uri(deployment.settings.default_mlflow_tracking_uri)
+    folder = mlflow.artifacts.download_artifacts(f"models:/NHITS-hourly/{model['registry_version']}")
+    reloaded = NeuralForecast.load(folder)
+    panel = pd.read_parquet(deployment.settings.storage_dir / "training_panel" / f"{LATEST_WINDOW}.parquet")
+    columns = ["unique_id", "ds", "y", *model["params"]["hist_exog"]]
+    raw = reloaded.predict(df=panel[columns])
+    spec = load_catalog().family("NHITS")
+    again = catalog_forecast_frame(raw, spec, model["model_version"], last_timestamps(panel))
+    again = again.sort_values(["unique_id", "step"]).reset_index(drop=True)
+    assert len(again) == len(stored) == len(SERIES) * HORIZON
+    for column in ("yhat", "lo_80", "hi_80", "lo_95", "hi_95"):
+        assert again[column].to_numpy() == pytest.approx(stored[column].to_numpy(), rel=1e-5), column
 
 
 def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instance, db_engine):
@@ -179,7 +244,8 @@ def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instan
             conn.execute(text("SELECT DISTINCT dagster_run_id FROM forecasting.predictions")).scalars()
         )
     assert after == before
-    assert run_ids == {second.forecast_run_id}  # the re-run replaced the rows, it did not add
+    # The same origin was forecast again: its rows were replaced, none added.
+    assert run_ids == {second.train_run_id, second.forecast_run_id}
 
 
 def test_training_panel_holds_all_history_up_to_its_window(pipeline, instance, deployment):
@@ -198,5 +264,7 @@ def test_training_panel_holds_all_history_up_to_its_window(pipeline, instance, d
 
 
 def test_a_failing_step_is_reported_with_its_error_and_run(pipeline, instance):
-    with pytest.raises(operations.PipelineRunError, match=r"global_models: .*unknown global model 'NOPE'"):
-        operations.forecast(instance, LATEST_WINDOW, SERIES, global_model_config={"model": "NOPE"})
+    with pytest.raises(operations.PipelineRunError, match=r"global_models: .*NOPE"):
+        operations.forecast(
+            instance, LATEST_WINDOW, SERIES, global_model_config={"families": ["NOPE"], "max_steps": 1}
+        )

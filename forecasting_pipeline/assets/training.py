@@ -1,132 +1,220 @@
-"""Training stage: the cross-series panel, global neural models and local statistical models."""
+"""Training stage: frequency-grouped panels, global neural families and local statistical families.
+
+Every (family, frequency group, window) is its own model version with its own forecasts; one
+family failing never removes or blocks another's, and local families do not wait for neural
+training.
+"""
+
+import tempfile
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
-from dagster import (
-    AssetDep,
-    AssetExecutionContext,
-    AssetIn,
-    Config,
-)
+import polars as pl
+from dagster import AssetDep, AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue
 from pydantic import Field
+from sqlalchemy import Connection
 
-from forecasting_pipeline.assets.conventions import CODE_VERSION, GPU_POOL, note_run, pipeline_asset
-from forecasting_pipeline.assets.ingest import observation_history
-from forecasting_pipeline.modeling.catalog import (
-    GlobalModelParams,
-    LocalModelSpec,
-    global_model_spec,
-    local_model_spec,
+from forecasting_pipeline.assets.conventions import (
+    GPU_OP_TAGS,
+    GPU_POOL,
+    code_version,
+    note_run,
+    pipeline_asset,
 )
-from forecasting_pipeline.modeling.fitting import fit_global_model, fit_local_model
-from forecasting_pipeline.modeling.forecast_frame import catalog_forecast_frame, last_timestamps
-from forecasting_pipeline.modeling.frequency import FrequencyError, season_length
+from forecasting_pipeline.assets.ingest import observation_history
+from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape, neural_params
+from forecasting_pipeline.modeling.fitting import (
+    fit_local_families,
+    fit_neural_model,
+    predict_neural,
+    recent_history,
+)
+from forecasting_pipeline.modeling.forecast_frame import (
+    catalog_forecast_frame,
+    future_grid,
+    last_timestamps,
+    restamp,
+)
+from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_panel, group_tasks
+from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import (
     SAME_WINDOW,
     date_partitions,
-    parse_series_date_key,
     series_date_partitions,
     window_bounds,
 )
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.resources.forecast_policy import ForecastPolicyResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
-from forecasting_pipeline.resources.model_store import ModelStoreResource
-from forecasting_pipeline.schemas import UNIQUE_ID, empty_forecast_frame
+from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
+from forecasting_pipeline.schemas import DS, UNIQUE_ID
+from forecasting_pipeline.series_keys import partition_keys
 from forecasting_pipeline.storage.catalog import series_by_partition_key, stored_frequencies
-from forecasting_pipeline.storage.lineage import (
-    MetricRecord,
-    ModelRecord,
-    record_metrics,
-    register_model,
+from forecasting_pipeline.storage.experiments import (
+    ResourceStat,
+    future_drivers,
+    record_exclusions,
+    record_resource_stats,
+    tuned_params,
 )
-from forecasting_pipeline.storage.observations import read_panel
+from forecasting_pipeline.storage.lineage import MetricRecord, ModelRecord, record_metrics, register_model
+from forecasting_pipeline.storage.observations import history_versions, read_future_drivers, read_panel
+from forecasting_pipeline.storage.predictions import store_predictions
+
+_MODEL_CATALOG_KEY = "model_catalog"
 
 
-def _stored_frequency(database: DatabaseResource, series_ids: list[str]) -> str:
-    """The one frequency of a panel's series, as inferred at registration (never per window)."""
-    with database.transaction() as conn:
-        stored = stored_frequencies(conn, series_ids)
-    frequencies = dict(zip(stored["unique_id"].to_list(), stored["freq"].to_list(), strict=True))
-    distinct = sorted({f for f in frequencies.values() if f})
-    if len(distinct) != 1:
-        unknown = sorted(s for s, f in frequencies.items() if not f)
-        raise FrequencyError(
-            f"series in one panel need one stored frequency; found {distinct or 'none'}"
-            + (f" (no frequency: {unknown[:5]})" if unknown else "")
-        )
-    return distinct[0]
+def model_version(group: str, window: str, run_id: str) -> str:
+    """Unique per (family, group, window, run) together with the family name; readable in SQL."""
+    return f"{group}.{window}.{run_id[:8]}"
 
 
-def _register_model(
-    context: AssetExecutionContext,
-    database: DatabaseResource,
-    model: ModelRecord,
-    metrics: dict[str, float] | None = None,
-) -> int:
-    """Store a trained model version (and its training metrics) with the run that made it."""
-    with database.transaction() as conn:
-        note_run(context, conn)
-        model_id = register_model(conn, model)
-        record_metrics(
-            conn,
-            [
-                MetricRecord(model_id, None, model.window_key, name, value, context.run_id)
-                for name, value in (metrics or {}).items()
-            ],
-        )
-    return model_id
-
-
-def _model_version(window: str, run_id: str) -> str:
-    """Unique per training window and run; readable in the UI and in SQL."""
-    return f"{window}.{run_id[:8]}"
+def registered_name(family: str, group: str) -> str:
+    """One MLflow registered model per family and frequency group; its versions are the windows."""
+    return f"{family}-{group}"
 
 
 @pipeline_asset(
     partitions_def=date_partitions,
     deps=[AssetDep(observation_history)],
     group_name="training",
-    kinds={"pandas", "postgres"},
+    kinds={"polars", "postgres"},
 )
-def training_panel(context: AssetExecutionContext, database: DatabaseResource) -> dict[str, pd.DataFrame]:
-    """All series' history up to the window's end, in the long format neuralforecast expects.
+def training_panel(
+    context: AssetExecutionContext, database: DatabaseResource, model_catalog: ModelCatalogResource
+) -> dict[str, pd.DataFrame]:
+    """All forecastable series' history up to the window's end, tagged with its frequency group.
 
     History comes from `forecasting.observations`, the upserted record of every ingested cell;
-    the dependency on this window's `observation_history` orders runs and marks the panel stale
-    when any cell up to the window changes. Series end where their data ends (ragged panels).
+    the dependency on this window's `observation_history` marks the panel stale when any cell
+    up to the window changes. A series too short, constant or irregular is set aside in
+    `forecasting.forecast_exclusions` with its reason instead of failing the others.
     """
+    catalog = model_catalog.catalog()
     panels: dict[str, pd.DataFrame] = {}
+    summary: list[dict[str, Any]] = []
     with database.transaction() as conn:
         note_run(context, conn)
         for window in context.partition_keys:
-            panel = read_panel(conn, until=window_bounds(window).end)
-            panels[window] = panel
-            context.log.info(
-                f"window {window}: {panel[UNIQUE_ID].nunique()} series, {len(panel)} observations"
+            observed = read_panel(conn, until=window_bounds(window).end)
+            if observed.empty:
+                panels[window] = observed
+                continue
+            frame = pl.from_pandas(observed)
+            frequencies = stored_frequencies(conn, frame[UNIQUE_ID].unique().to_list())
+            grouped = group_panel(frame, frequencies, catalog)
+            record_exclusions(conn, window, grouped.excluded, context.run_id)
+            panels[window] = grouped.panel.to_pandas()
+            by_group = grouped.panel.group_by("freq_group").agg(pl.col(UNIQUE_ID).n_unique().alias("series"))
+            summary.append(
+                {
+                    "window": window,
+                    **dict(zip(by_group["freq_group"], by_group["series"], strict=True)),
+                    "set_aside": grouped.excluded.height,
+                }
             )
+            for row in grouped.excluded.head(20).iter_rows(named=True):
+                context.log.warning(
+                    f"window {window}: {row[UNIQUE_ID]} set aside ({row['reason']}): {row['detail']}"
+                )
+    context.add_output_metadata({"groups": MetadataValue.json(summary)})
     return panels
 
 
 class GlobalModelConfig(Config):
-    """Run config of `global_models`; tests and the launchpad shrink or grow the model here."""
+    """Run config of `global_models`; tests and the launchpad shrink or grow training here."""
 
-    model: str = Field(default="NHITS", description="Name in the global model catalog.")
-    input_size: int | None = Field(
-        default=None,
-        description="Lookback steps; default: the larger of 2 × horizon and 2 seasons.",
+    families: list[str] | None = Field(
+        default=None, description="Neural families of the catalog to train; default: the enabled ones."
     )
     max_steps: int = Field(default=300, gt=0)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=32, gt=0)
+    input_size: int | None = Field(
+        default=None, description="Lookback steps for every group; default: tuned, else the group's."
+    )
+    batch_size: int | None = Field(default=None, gt=0, description="Overrides the catalog and tuning.")
     seed: int = Field(default=1)
+
+
+def neural_shape(
+    task: GroupTask,
+    model_catalog: ModelCatalogResource,
+    *,
+    max_steps: int,
+    seed: int,
+    trainer_kwargs: dict[str, Any],
+    input_size: int | None = None,
+    hist_exog: Sequence[str] = (),
+    futr_exog: Sequence[str] = (),
+) -> NeuralShape:
+    group = model_catalog.group(task.group)
+    return NeuralShape(
+        horizon=task.horizon,
+        input_size=input_size or group.input_size_multiplier * task.horizon,
+        max_steps=max_steps,
+        seed=seed,
+        trainer_kwargs=trainer_kwargs,
+        hist_exog=tuple(hist_exog),
+        futr_exog=tuple(futr_exog),
+    )
+
+
+def _future_frame(conn: Connection, task: GroupTask, names: list[str]) -> pd.DataFrame | None:
+    """Future-known drivers over every series' horizon, or None where any value is missing."""
+    cutoffs = last_timestamps(task.panel)
+    grid = future_grid(cutoffs, task.freq, task.horizon).drop(columns="step")
+    ahead = read_future_drivers(conn, cutoffs, task.horizon)
+    if not set(names) <= set(ahead.columns):
+        return None
+    frame = grid.merge(ahead[[UNIQUE_ID, DS, *names]], on=[UNIQUE_ID, DS], how="left")
+    return None if frame[names].isna().to_numpy().any() else frame.reset_index(drop=True)
+
+
+def exogenous_inputs(
+    conn: Connection, task: GroupTask, spec: FamilySpec
+) -> tuple[list[str], list[str], pd.DataFrame | None]:
+    """(historical, future, future frame) drivers for a family, as the dataset declared them.
+
+    Future-known drivers go in as future inputs when their values cover every series' horizon
+    (a past window, or future rows landed ahead); otherwise, and for families without future
+    inputs, they are used as historical inputs, which needs no values ahead.
+    """
+    drivers = task.drivers
+    if not drivers:
+        return [], [], None
+    known_ahead = sorted(set(drivers) & future_drivers(conn, task.series_freq[UNIQUE_ID].to_list()))
+    futr: list[str] = []
+    futr_df = None
+    if spec.accepts.future_exogenous and known_ahead:
+        futr_df = _future_frame(conn, task, known_ahead)
+        futr = known_ahead if futr_df is not None else []
+    hist = [d for d in drivers if d not in futr] if spec.accepts.historical_exogenous else []
+    return hist, futr, futr_df
+
+
+def _lineage_columns(forecast: pd.DataFrame, task: GroupTask, model_ids: dict[str, int]) -> pl.DataFrame:
+    """Forecast rows with what joins them to their window, partition and model row."""
+    frame = pl.from_pandas(restamp(forecast, task.series_freq, task.freq))
+    return frame.with_columns(
+        pl.lit(task.window).alias("window_key"),
+        (pl.lit(task.window + "|") + partition_keys(frame[UNIQUE_ID])).alias("partition_key"),
+        pl.col("model_name").replace_strict(model_ids, return_dtype=pl.Int64).alias("model_id"),
+        pl.lit(task.group).alias("freq_group"),
+    )
+
+
+def _data_version(conn: Connection, window: str) -> str:
+    (version,) = history_versions(conn, [window])
+    return version.version
 
 
 @pipeline_asset(
     partitions_def=date_partitions,
+    deps=[AssetDep("hyperparameter_search")],
     group_name="training",
     pool=GPU_POOL,
-    kinds={"pytorch", "neuralforecast"},
+    op_tags=GPU_OP_TAGS,
+    kinds={"pytorch", "neuralforecast", "mlflow"},
 )
 def global_models(
     context: AssetExecutionContext,
@@ -134,132 +222,330 @@ def global_models(
     training_panel: dict[str, pd.DataFrame],
     database: DatabaseResource,
     accelerator: AcceleratorResource,
-    forecast_policy: ForecastPolicyResource,
-    model_store: ModelStoreResource,
+    model_catalog: ModelCatalogResource,
     mlflow_tracker: MlflowTrackerResource,
-) -> dict[str, pd.DataFrame]:
-    """One neural model per training window, fitted across all series; returns its forecasts.
+) -> MaterializeResult:
+    """Each neural family trained across each frequency group's series, per window.
 
-    Runs in the `gpu` pool so concurrent runs never oversubscribe the accelerator; the device
-    comes from the accelerator resource (CUDA when present, CPU otherwise). Each model version
-    is saved, logged to MLflow (parameters, loss curve, weights) and registered there.
+    Parameters are the catalog's defaults overlaid by the window's tuned best. Each version is
+    logged to MLflow (parameters, loss curves, weights: the only copy), registered there with
+    its lineage, and recorded with its forecasts in one transaction; if that write fails the
+    registry version is removed again. A failing family is reported and the others go on.
     """
-    spec = global_model_spec(config.model)
+    families = model_catalog.catalog().neural(config.families)
     trainer_kwargs = accelerator.trainer_kwargs()
-    forecasts: dict[str, pd.DataFrame] = {}
+    device = accelerator.resolve_device()
+    trained: list[dict[str, Any]] = []
+    failures: list[str] = []
     for window, panel in training_panel.items():
-        if panel.empty:
-            context.log.warning(f"window {window}: no observations yet, nothing to train")
-            forecasts[window] = empty_forecast_frame()
-            continue
-        freq = _stored_frequency(database, sorted(panel[UNIQUE_ID].unique()))
-        horizon = forecast_policy.horizon
-        params = GlobalModelParams(
-            horizon=horizon,
-            input_size=config.input_size or max(2 * horizon, 2 * season_length(freq)),
-            max_steps=config.max_steps,
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-            seed=config.seed,
+        for task in group_tasks(window, panel, model_catalog.horizon):
+            with database.transaction() as conn:
+                tuned = tuned_params(conn, window, task.group, [f.name for f in families])
+            for spec in families:
+                try:
+                    trained.append(
+                        _train_neural(
+                            context,
+                            task,
+                            spec,
+                            tuned.get(spec.name),
+                            config,
+                            trainer_kwargs,
+                            device,
+                            database,
+                            model_catalog,
+                            mlflow_tracker,
+                        )
+                    )
+                except Exception as exc:
+                    failures.append(f"{spec.name}/{task.group}/{window}: {type(exc).__name__}: {exc}")
+                    context.log.error(f"window {window}: {spec.name} on {task.group} failed: {exc}")
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(failures) + len(trained)} trainings failed: " + "; ".join(failures)
         )
-        fit = fit_global_model(panel, spec, params, freq, trainer_kwargs)
-        version = _model_version(window, context.run_id)
-        artefact = model_store.version_dir(spec.name, version)
-        fit.forecaster.save(path=str(artefact), overwrite=True, save_dataset=False)
-        final_loss = fit.train_losses[-1] if fit.train_losses else None
-        model_params = {**params.__dict__, "freq": freq}
+    return MaterializeResult(
+        metadata={
+            "models": MetadataValue.md(_models_table(trained)) if trained else "none",
+            "device": device,
+            "forecast_rows": sum(t["forecast rows"] for t in trained),
+        }
+    )
+
+
+def _models_table(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _train_neural(
+    context: AssetExecutionContext,
+    task: GroupTask,
+    spec: FamilySpec,
+    tuned: dict[str, Any] | None,
+    config: GlobalModelConfig,
+    trainer_kwargs: dict[str, Any],
+    device: str,
+    database: DatabaseResource,
+    model_catalog: ModelCatalogResource,
+    mlflow_tracker: MlflowTrackerResource,
+) -> dict[str, Any]:
+    params = neural_params(spec, tuned)
+    if config.batch_size:
+        params["batch_size"] = config.batch_size
+    if config.input_size:
+        params.pop("input_size_multiplier", None)
+    with database.transaction() as conn:
+        hist, futr, futr_df = exogenous_inputs(conn, task, spec)
+        data_version = _data_version(conn, task.window)
+    shape = neural_shape(
+        task,
+        model_catalog,
+        max_steps=config.max_steps,
+        seed=config.seed,
+        trainer_kwargs=trainer_kwargs,
+        input_size=config.input_size,
+        hist_exog=hist,
+        futr_exog=futr,
+    )
+    with measure(device) as usage:
+        fit = fit_neural_model(task.panel, spec, params, shape, task.freq)
+        raw = predict_neural(fit, futr_df)
+    version = model_version(task.group, task.window, context.run_id)
+    recorded_params = {
+        **params,
+        "horizon": task.horizon,
+        "input_size": shape.input_size,
+        "max_steps": shape.max_steps,
+        "freq": task.freq,
+        "hist_exog": hist,
+        "futr_exog": futr,
+        "seed": shape.seed,
+    }
+    lineage = {
+        "window": task.window,
+        "partition_key": task.window,
+        "freq_group": task.group,
+        "dagster_run_id": context.run_id,
+        "code_version": code_version(context),
+        "data_version": data_version,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        fit.forecaster.save(path=folder, overwrite=True, save_dataset=False)
         tracked = mlflow_tracker.log_trained_model(
-            registered_name=spec.name,
+            registered_name=registered_name(spec.name, task.group),
             run_name=f"{spec.name} {version}",
-            params={**model_params, "device": trainer_kwargs["accelerator"]},
+            params={**recorded_params, "device": device},
             metric_history={"train_loss": fit.train_losses},
-            artifact_dir=artefact,
-            tags={"window": window, "dagster_run_id": context.run_id, "code_version": CODE_VERSION},
+            artifact_dir=folder,
+            tags=lineage,
         )
-        _register_model(
-            context,
-            database,
-            ModelRecord(
-                spec.name,
-                version,
-                scope="global",
-                window_key=window,
-                dagster_run_id=context.run_id,
-                artifact_uri=artefact.as_uri(),
-                device=trainer_kwargs["accelerator"],
-                params=model_params,
-                mlflow_run_id=tracked.mlflow_run_id,
-                registry_version=tracked.registry_version,
-            ),
-            metrics={"train_loss": final_loss} if final_loss is not None else {},
-        )
-        forecasts[window] = catalog_forecast_frame(fit.raw_forecast, spec, version, last_timestamps(panel))
-        loss_text = f"{final_loss:.4f}" if final_loss is not None else "n/a"
-        context.log.info(
-            f"window {window}: trained {spec.name} {version} on {panel[UNIQUE_ID].nunique()} series "
-            f"({trainer_kwargs['accelerator']}), final train loss {loss_text}; "
-            f"MLflow registry {spec.name} v{tracked.registry_version}"
-        )
-    return forecasts
+    forecast = catalog_forecast_frame(raw, spec, version, last_timestamps(task.panel))
+    try:
+        with database.transaction() as conn:
+            note_run(context, conn)
+            model_id = register_model(
+                conn,
+                ModelRecord(
+                    spec.name,
+                    version,
+                    "global",
+                    task.window,
+                    context.run_id,
+                    artifact_uri=tracked.artifact_uri,
+                    device=device,
+                    params=recorded_params,
+                    mlflow_run_id=tracked.mlflow_run_id,
+                    registry_version=tracked.registry_version,
+                    freq_group=task.group,
+                    data_version=data_version,
+                    code_version=lineage["code_version"],
+                    series_count=task.series_count,
+                ),
+            )
+            if fit.train_losses:
+                record_metrics(
+                    conn,
+                    [
+                        MetricRecord(
+                            model_id, None, task.window, "train_loss", fit.train_losses[-1], context.run_id
+                        )
+                    ],
+                )
+            rows = store_predictions(
+                conn, _lineage_columns(forecast, task, {spec.name: model_id}), context.run_id
+            )
+            record_resource_stats(
+                conn,
+                [
+                    ResourceStat(
+                        context.run_id,
+                        "training",
+                        spec.name,
+                        task.group,
+                        task.window,
+                        task.series_count,
+                        usage.wall_seconds,
+                        usage.peak_rss_mb,
+                        device,
+                        usage.gpu_peak_mb,
+                        model_id,
+                    )
+                ],
+            )
+    except BaseException as exc:
+        mlflow_tracker.forget(tracked, f"database write failed: {exc}")
+        raise
+    context.log.info(
+        f"window {task.window}: {spec.name} {version} on {task.series_count} {task.group} series "
+        f"({device}, {usage.wall_seconds:.1f}s); MLflow {tracked.registered_name} v{tracked.registry_version}"
+    )
+    return {
+        "family": spec.name,
+        "group": task.group,
+        "window": task.window,
+        "version": version,
+        "series": task.series_count,
+        "seconds": round(usage.wall_seconds, 1),
+        "registry": f"{tracked.registered_name} v{tracked.registry_version}",
+        "forecast rows": rows,
+    }
 
 
 class LocalModelConfig(Config):
-    model: str = Field(default="SeasonalNaive", description="Name in the local model catalog.")
+    families: list[str] | None = Field(
+        default=None, description="Local families of the catalog to fit; default: the enabled ones."
+    )
 
 
 @pipeline_asset(
     partitions_def=series_date_partitions,
     ins={"training_panel": AssetIn(partition_mapping=SAME_WINDOW)},
+    deps=[AssetDep("hyperparameter_search", partition_mapping=SAME_WINDOW)],
     group_name="training",
-    kinds={"statsforecast"},
+    kinds={"statsforecast", "postgres"},
 )
 def local_models(
     context: AssetExecutionContext,
     config: LocalModelConfig,
     training_panel: dict[str, pd.DataFrame],
     database: DatabaseResource,
-    forecast_policy: ForecastPolicyResource,
-) -> dict[str, pd.DataFrame]:
-    """A statistical baseline per series, fitted for all series of a window in one call."""
-    spec = local_model_spec(config.model)
-    cells = [parse_series_date_key(key) for key in context.partition_keys]
+    model_catalog: ModelCatalogResource,
+) -> MaterializeResult:
+    """Statistical families per series, all families of a group fitted in one StatsForecast call.
+
+    Each series sees its recent history (the group's `local_history_seasons`); tuned parameters
+    come from the window's studies when there are any. Forecasts are written in bulk.
+    """
+    families = model_catalog.catalog().local(config.families)
+    keys = sorted({str(key).partition("|")[2] for key in context.partition_keys})
+    windows = sorted({str(key).partition("|")[0] for key in context.partition_keys})
     with database.transaction() as conn:
-        ids = series_by_partition_key(conn, sorted({cell.series_key for cell in cells}))
-    outputs: dict[str, pd.DataFrame] = {}
-    for window, panel in training_panel.items():
-        window_cells = [cell for cell in cells if cell.window == window]
-        history = panel[panel[UNIQUE_ID].isin({ids[cell.series_key] for cell in window_cells})]
-        forecast = _local_forecast(context, database, spec, window, history, forecast_policy.horizon)
-        by_series = dict(iter(forecast.groupby(UNIQUE_ID, sort=False)))
-        empty = forecast.iloc[0:0]
-        for cell in window_cells:
-            outputs[str(cell.key)] = by_series.get(ids[cell.series_key], empty).reset_index(drop=True)
-        context.log.info(
-            f"window {window}: {spec.name} forecasts for {forecast[UNIQUE_ID].nunique()} "
-            f"of {len(window_cells)} series"
-        )
-    return outputs
+        note_run(context, conn)
+        ids = set(series_by_partition_key(conn, keys).values())
+    summary: list[dict[str, Any]] = []
+    for window in windows:
+        panel = training_panel[window]
+        wanted = panel[panel[UNIQUE_ID].isin(ids)] if not panel.empty else panel
+        for task in group_tasks(window, wanted, model_catalog.horizon):
+            summary.append(_fit_local_group(context, task, families, database, model_catalog))
+    return MaterializeResult(metadata={"groups": MetadataValue.json(summary)})
 
 
-def _local_forecast(
+def _fit_local_group(
     context: AssetExecutionContext,
+    task: GroupTask,
+    families: list[FamilySpec],
     database: DatabaseResource,
-    spec: LocalModelSpec,
-    window: str,
-    history: pd.DataFrame,
-    horizon: int,
-) -> pd.DataFrame:
-    """Fit the local model on one window's history and register the version it produced."""
-    if history.empty:
-        return empty_forecast_frame()
-    freq = _stored_frequency(database, sorted(history[UNIQUE_ID].unique()))
-    fit = fit_local_model(history, spec, freq, horizon)
-    if fit.too_short:
-        context.log.warning(f"window {window}: {fit.too_short} have under one season of data")
-    if fit.raw_forecast is None:
-        return empty_forecast_frame()
-    version = _model_version(window, context.run_id)
-    params = {"season_length": fit.season, "freq": freq}
-    model = ModelRecord(spec.name, version, "local", window, context.run_id, params=params)
-    _register_model(context, database, model)
-    return catalog_forecast_frame(fit.raw_forecast, spec, version, last_timestamps(fit.fitted))
+    model_catalog: ModelCatalogResource,
+) -> dict[str, Any]:
+    seasons = model_catalog.group(task.group).local_history_seasons
+    history = recent_history(
+        pl.from_pandas(task.panel), seasons * task.season if seasons else None
+    ).to_pandas()
+    with database.transaction() as conn:
+        tuned = tuned_params(conn, task.window, task.group, [f.name for f in families])
+        data_version = _data_version(conn, task.window)
+    chosen = [(spec, {**spec.defaults, **tuned.get(spec.name, {})}) for spec in families]
+    with measure("cpu") as usage:
+        fits = fit_local_families(
+            history,
+            chosen,
+            freq=task.freq,
+            season=task.season,
+            horizon=task.horizon,
+            n_jobs=model_catalog.statsforecast_n_jobs,
+        )
+    for family, error in fits.failed.items():
+        context.log.error(f"window {task.window}: {family} on {task.group} failed: {error}")
+    version = model_version(task.group, task.window, context.run_id)
+    cutoffs = last_timestamps(history)
+    params_of = {spec.name: params for spec, params in chosen}
+    fitted = [spec for spec in families if spec.name in fits.fitted]
+    with database.transaction() as conn:
+        model_ids = {
+            spec.name: register_model(
+                conn,
+                ModelRecord(
+                    spec.name,
+                    version,
+                    "local",
+                    task.window,
+                    context.run_id,
+                    device="cpu",
+                    params={
+                        **params_of[spec.name],
+                        "season_length": task.season,
+                        "freq": task.freq,
+                        "horizon": task.horizon,
+                    },
+                    freq_group=task.group,
+                    data_version=data_version,
+                    code_version=code_version(context),
+                    series_count=task.series_count,
+                ),
+            )
+            for spec in fitted
+        }
+        forecasts = [catalog_forecast_frame(fits.raw_forecast, spec, version, cutoffs) for spec in fitted]
+        rows = (
+            store_predictions(
+                conn,
+                _lineage_columns(pd.concat(forecasts, ignore_index=True), task, model_ids),
+                context.run_id,
+            )
+            if forecasts
+            else 0
+        )
+        record_resource_stats(
+            conn,
+            [
+                # One StatsForecast call fits every family: its cost is recorded once, under all names.
+                ResourceStat(
+                    context.run_id,
+                    "training",
+                    "+".join(fits.fitted) or "none",
+                    task.group,
+                    task.window,
+                    task.series_count,
+                    usage.wall_seconds,
+                    usage.peak_rss_mb,
+                    "cpu",
+                )
+            ],
+        )
+    context.log.info(
+        f"window {task.window}: {', '.join(fits.fitted) or 'no family'} on {task.series_count} "
+        f"{task.group} series in {usage.wall_seconds:.1f}s; {rows} forecast rows"
+    )
+    return {
+        "window": task.window,
+        "group": task.group,
+        "series": task.series_count,
+        "families": fits.fitted,
+        "failed": fits.failed,
+        "forecast_rows": rows,
+        "seconds": round(usage.wall_seconds, 2),
+    }

@@ -26,16 +26,16 @@ history_job = define_asset_job(
 
 train_job = define_asset_job(
     name="train_global_models",
-    selection=AssetSelection.assets("training_panel", "global_models"),
+    selection=AssetSelection.assets("training_panel", "hyperparameter_search", "global_models"),
     partitions_def=date_partitions,
-    description="Build the cross-series panel of a window and train the global models on it.",
+    description="Build a window's frequency-grouped panel, tune each family, train the neural families.",
 )
 
 forecast_job = define_asset_job(
     name="forecast_series",
     selection=AssetSelection.assets("local_models", "predictions"),
     partitions_def=series_date_partitions,
-    description="Fit local baselines and store every model's forecasts per series × window.",
+    description="Fit the local statistical families and publish every family's forecasts per cell.",
 )
 
 JOBS = [ingest_job, history_job, train_job, forecast_job]

@@ -91,12 +91,14 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _dataset_record(path: Path) -> DatasetRecord:
+def _dataset_record(path: Path, roles: ColumnRoles) -> DatasetRecord:
     dataset_id = path.name.split(".", 1)[0]
     bundled = BUNDLED_DATASETS.get(dataset_id)
     if bundled:
-        return DatasetRecord(dataset_id, bundled.description, bundled.source, bundled.licence)
-    return DatasetRecord(dataset_id, f"landed file {path.name}", str(path), "unknown")
+        return DatasetRecord(
+            dataset_id, bundled.description, bundled.source, bundled.licence, bundled.future_drivers
+        )
+    return DatasetRecord(dataset_id, f"landed file {path.name}", str(path), "unknown", roles.future_drivers)
 
 
 def _ragged_as_refused(read: ReadResult) -> pl.DataFrame:
@@ -192,7 +194,7 @@ def _stage_file(
     if checked.warnings:
         set_file_warnings(conn, file_id, checked.warnings)
 
-    dataset = _dataset_record(path)
+    dataset = _dataset_record(path, roles)
     register_dataset(conn, dataset)
     attributes = checked.attributes
     attribute_json = (

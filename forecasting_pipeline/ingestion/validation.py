@@ -50,6 +50,8 @@ class ColumnRoles:
     drivers: tuple[str, ...] | None = None
     attributes: tuple[str, ...] | None = None
     ignore: tuple[str, ...] = ()
+    # Drivers known ahead of time (published forecasts, calendars): future exogenous model inputs.
+    future_drivers: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -59,6 +61,7 @@ class ColumnRoles:
             "drivers": list(self.drivers) if self.drivers is not None else None,
             "attributes": list(self.attributes) if self.attributes is not None else None,
             "ignore": list(self.ignore),
+            "future_drivers": list(self.future_drivers),
         }
 
 

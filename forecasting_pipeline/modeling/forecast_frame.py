@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from forecasting_pipeline.schemas import (
     DS,
@@ -97,3 +98,37 @@ def catalog_forecast_frame(
         model_version=model_version,
         cutoffs=cutoffs,
     )
+
+
+def future_grid(cutoffs: pd.Series, freq: str, horizon: int) -> pd.DataFrame:
+    """unique_id, ds of each series' next `horizon` timestamps after its cutoff, on `freq`.
+
+    One vectorized shift per step (the horizon is small), never a loop over series.
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    origins = pd.DatetimeIndex(cutoffs.to_numpy())
+    steps = [
+        pd.DataFrame({UNIQUE_ID: cutoffs.index.to_numpy(), DS: origins + offset * step, "step": step})
+        for step in range(1, horizon + 1)
+    ]
+    return pd.concat(steps, ignore_index=True).sort_values([UNIQUE_ID, "step"], kind="stable")
+
+
+def restamp(frame: pd.DataFrame, series_freq: pl.DataFrame, model_freq: str) -> pd.DataFrame:
+    """Re-date forecasts of series sampled on another alias of the group (W-MON in a W-SUN model).
+
+    A model of a frequency group counts in steps; each series' step k is its own k-th timestamp
+    after its cutoff. One pass per distinct alias (a handful), never per series.
+    """
+    others = series_freq.filter(pl.col("freq") != model_freq)
+    if others.height == 0 or frame.empty:
+        return frame
+    frame = frame.copy()
+    horizon = int(frame["step"].max())
+    for (alias,), ids in others.group_by("freq"):
+        rows = frame[UNIQUE_ID].isin(ids[UNIQUE_ID].to_list())
+        cutoffs = frame.loc[rows].groupby(UNIQUE_ID)["cutoff"].first()
+        grid = future_grid(cutoffs, alias, horizon)
+        dated = frame.loc[rows, [UNIQUE_ID, "step"]].merge(grid, on=[UNIQUE_ID, "step"], how="left")
+        frame.loc[rows, DS] = dated[DS].to_numpy()
+    return frame

@@ -12,6 +12,9 @@ class AcceleratorResource(ConfigurableResource):
     """`auto` takes CUDA when torch sees a GPU and falls back to the CPU otherwise."""
 
     device: Literal["auto", "cuda", "cpu"] = Field(default="auto")
+    cuda_precision: Literal["16-mixed", "bf16-mixed", "32-true"] = Field(
+        default="16-mixed", description="Lightning precision on CUDA: mixed precision halves memory."
+    )
 
     def resolve_device(self) -> str:
         import torch  # imported on use: loading definitions must stay fast
@@ -25,5 +28,6 @@ class AcceleratorResource(ConfigurableResource):
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Lightning Trainer arguments for the resolved device."""
-        device = self.resolve_device()
-        return {"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1}
+        if self.resolve_device() == "cuda":
+            return {"accelerator": "gpu", "devices": 1, "precision": self.cuda_precision}
+        return {"accelerator": "cpu", "devices": 1}

@@ -1,8 +1,9 @@
 """MLflow tracking and model registry for trained models.
 
 Uses an explicit `MlflowClient` rather than MLflow's process-global fluent API (or the beta
-`dagster-mlflow` resource, which leaves runs open inside assets): every MLflow run is created,
-filled and closed here, marked FAILED if anything goes wrong, so none stays open.
+`dagster-mlflow` resource, which starts one fluent run per Dagster run and leaves it open inside
+assets): every MLflow run is created, filled and closed here, marked FAILED if anything goes
+wrong, so none stays open. The run's artifacts are the only copy of a model's weights.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ MODEL_ARTIFACT_PATH = "model"
 
 @dataclass(frozen=True)
 class TrackedModel:
+    registered_name: str
     mlflow_run_id: str
     registry_version: str
+    artifact_uri: str  # where the weights are: the MLflow run's `model` artifact folder
 
 
 class MlflowTrackerResource(ConfigurableResource):
@@ -55,7 +58,11 @@ class MlflowTrackerResource(ConfigurableResource):
         artifact_dir: Path,
         tags: dict[str, str],
     ) -> TrackedModel:
-        """One finished MLflow run holding the model, plus a registry version pointing at it."""
+        """One finished MLflow run holding the model, plus a registry version pointing at it.
+
+        The caller records the version in the database and calls `forget` if that fails, so
+        the registry never holds a version the database does not know.
+        """
         from mlflow.entities import Metric, Param, RunStatus
 
         client = self._client()
@@ -85,7 +92,18 @@ class MlflowTrackerResource(ConfigurableResource):
             run_id=run_id,
             tags=tags,
         )
-        return TrackedModel(mlflow_run_id=run_id, registry_version=str(version.version))
+        return TrackedModel(
+            registered_name=registered_name,
+            mlflow_run_id=run_id,
+            registry_version=str(version.version),
+            artifact_uri=f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
+        )
+
+    def forget(self, tracked: TrackedModel, reason: str) -> None:
+        """Undo a registration whose database record failed: delete the version, tag the run."""
+        client = self._client()
+        client.delete_model_version(tracked.registered_name, tracked.registry_version)
+        client.set_tag(tracked.mlflow_run_id, "forecasting_pipeline.orphaned", reason[:4000])
 
 
 def _ensure_registered_model(client: Any, name: str) -> None:

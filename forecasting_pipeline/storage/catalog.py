@@ -30,10 +30,16 @@ class DatasetRecord:
     description: str
     source: str
     licence: str
+    future_drivers: tuple[str, ...] = ()
 
 
 def register_dataset(conn: Connection, dataset: DatasetRecord) -> None:
-    upsert(conn, DATASETS, [dataset.__dict__], key_columns=("dataset_id",))
+    upsert(
+        conn,
+        DATASETS,
+        [{**dataset.__dict__, "future_drivers": list(dataset.future_drivers)}],
+        key_columns=("dataset_id",),
+    )
 
 
 def register_series(conn: Connection, series: pl.DataFrame) -> list[str]:

@@ -36,6 +36,10 @@ class ModelRecord:
     params: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     registry_version: str | None = None
+    freq_group: str | None = None
+    data_version: str | None = None
+    code_version: str | None = None
+    series_count: int | None = None
 
 
 def register_model(conn: Connection, model: ModelRecord) -> int:

@@ -376,5 +376,44 @@ def read_panel(conn: Connection, until: datetime) -> pd.DataFrame:
             Y: [r.y for r in records],
         }
     )
-    drivers = pd.DataFrame.from_records([r.drivers for r in records], index=panel.index)
-    return pd.concat([panel, drivers], axis=1) if not drivers.empty else panel
+    return _with_driver_columns(panel, [r.drivers for r in records])
+
+
+def _with_driver_columns(frame: pd.DataFrame, drivers: list[dict]) -> pd.DataFrame:
+    """Spread each row's JSONB drivers into columns (none when no row has any)."""
+    if not drivers:
+        return frame
+    columns = pd.DataFrame.from_records(drivers, index=frame.index)
+    return pd.concat([frame, columns], axis=1) if not columns.empty else frame
+
+
+def read_future_drivers(conn: Connection, cutoffs: pd.Series, steps: int) -> pd.DataFrame:
+    """Drivers of each series' first `steps` stored rows after its cutoff, as columns.
+
+    `cutoffs` maps series id -> last timestamp of its training history. For a past window these
+    rows exist (later windows' data): future-known drivers (a load forecast published ahead)
+    can feed the window's forecast without using any later target value.
+    """
+    result = conn.execute(
+        text(
+            f"""
+            SELECT series_id, ts, drivers FROM (
+                SELECT o.series_id, o.ts, o.drivers,
+                       row_number() OVER (PARTITION BY o.series_id ORDER BY o.ts) AS position
+                FROM unnest(CAST(:ids AS text[]), CAST(:cutoffs AS timestamp[])) AS c(series_id, cutoff)
+                JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = c.series_id AND o.ts > c.cutoff
+            ) ahead
+            WHERE position <= :steps
+            """
+        ),
+        {
+            "ids": [str(i) for i in cutoffs.index],
+            "cutoffs": [t.to_pydatetime() for t in pd.to_datetime(cutoffs)],
+            "steps": steps,
+        },
+    )
+    records = result.all()
+    frame = pd.DataFrame(
+        {UNIQUE_ID: [r.series_id for r in records], DS: pd.to_datetime([r.ts for r in records])}
+    )
+    return _with_driver_columns(frame, [r.drivers for r in records])

@@ -1,19 +1,26 @@
-"""Forecast rows: one per series, window, model and step; a re-run replaces, never duplicates."""
+"""Forecast history: one row per series, model family, forecast origin and step.
+
+Re-forecasting the same origin replaces its rows; a forecast from a later origin adds rows
+beside the earlier ones, so every published forecast can be scored against the actuals that
+arrive after it. `forecasting.current_predictions` shows each series' newest origin per family.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import polars as pl
 from sqlalchemy import Connection, text
 
-from forecasting_pipeline.schemas import DS, FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
+from forecasting_pipeline.schemas import FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
 from forecasting_pipeline.storage.bulk import copy_frame
-from forecasting_pipeline.storage.tables import PREDICTIONS, SCHEMA
+from forecasting_pipeline.storage.tables import FORECAST_EXCLUSIONS, PREDICTIONS, SCHEMA
 
-_KEY = ("series_id", "window_key", "model_name", "step")
-
+_KEY = ("series_id", "model_name", "cutoff", "step")
+# Besides FORECAST_COLUMNS, what a stored forecast carries for lineage.
+LINEAGE_COLUMNS = ("window_key", "partition_key", "model_id", "freq_group")
 
 _COLUMNS = (
     "series_id",
@@ -21,28 +28,33 @@ _COLUMNS = (
     "partition_key",
     "model_name",
     "model_version",
+    "model_id",
+    "freq_group",
     "cutoff",
     "step",
-    DS,
+    "ds",
     "yhat",
     *INTERVAL_COLUMNS,
     "dagster_run_id",
 )
 
 
-def store_predictions(
-    conn: Connection, forecasts: pd.DataFrame, cells: Sequence[tuple[str, str]], run_id: str
-) -> int:
-    """Write a run's forecasts for `cells` ((series id, window) pairs) in three statements.
+def store_predictions(conn: Connection, forecasts: pd.DataFrame | pl.DataFrame, run_id: str) -> int:
+    """Write a run's forecasts in three statements, whatever the number of series.
 
-    `forecasts` holds FORECAST_COLUMNS plus `window_key` and `partition_key`. Rows are COPYed,
-    upserted on (series, window, model, step), and whatever a cell held beyond them — a longer
-    horizon, a retired model, or everything when the cell has no forecast now — is deleted.
+    Rows are COPYed to a temporary table and upserted on (series, family, origin, step); steps
+    an origin held beyond the new horizon are deleted. Rows of other families and other origins
+    are never touched, so families written by concurrent runs do not mix.
     """
-    require_columns(forecasts, (*FORECAST_COLUMNS, "window_key", "partition_key"), "forecast frame")
-    frame = pl.from_pandas(forecasts.rename(columns={UNIQUE_ID: "series_id"})).with_columns(
-        pl.lit(run_id).alias("dagster_run_id"), pl.col("step").cast(pl.Int64)
+    frame = forecasts if isinstance(forecasts, pl.DataFrame) else pl.from_pandas(forecasts)
+    require_columns(frame, (*FORECAST_COLUMNS, *LINEAGE_COLUMNS), "forecast frame")
+    frame = frame.rename({UNIQUE_ID: "series_id"}).with_columns(
+        pl.lit(run_id).alias("dagster_run_id"),
+        pl.col("step").cast(pl.Int64),
+        pl.col("model_id").cast(pl.Int64),
     )
+    if frame.height == 0:
+        return 0
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE IF NOT EXISTS _predictions_in (LIKE {SCHEMA}.{PREDICTIONS} INCLUDING DEFAULTS) "
         "ON COMMIT DROP"
@@ -61,18 +73,49 @@ def store_predictions(
         text(
             f"""
             DELETE FROM {SCHEMA}.{PREDICTIONS} p
-            USING unnest(CAST(:ids AS text[]), CAST(:windows AS text[])) AS c(series_id, window_key)
-            LEFT JOIN (
-                SELECT series_id, window_key, max(step) AS max_step, array_agg(DISTINCT model_name) AS models
-                FROM _predictions_in GROUP BY series_id, window_key
-            ) kept ON kept.series_id = c.series_id AND kept.window_key = c.window_key
-            WHERE p.series_id = c.series_id AND p.window_key = c.window_key
-              AND (kept.series_id IS NULL OR p.step > kept.max_step OR NOT (p.model_name = ANY(kept.models)))
+            USING (
+                SELECT series_id, model_name, cutoff, max(step) AS max_step
+                FROM _predictions_in GROUP BY series_id, model_name, cutoff
+            ) kept
+            WHERE p.series_id = kept.series_id AND p.model_name = kept.model_name
+              AND p.cutoff = kept.cutoff AND p.step > kept.max_step
             """
-        ),
-        {"ids": [series_id for series_id, _ in cells], "windows": [window for _, window in cells]},
+        )
     )
     return frame.height
+
+
+@dataclass(frozen=True)
+class PublicationSummary:
+    families: list[dict]  # model_name, series, rows, newest_origin
+    covered: int  # series with at least one family's forecast
+    set_aside: dict[str, int]  # exclusion reason -> series
+
+
+def publication_summary(
+    conn: Connection, windows: Sequence[str], series_ids: Sequence[str]
+) -> PublicationSummary:
+    """What the windows' families forecast for these series, and why the others have none."""
+    params = {"windows": list(windows), "ids": list(series_ids)}
+    scope = "window_key = ANY(:windows) AND series_id = ANY(:ids)"
+    families = conn.execute(
+        text(
+            f"SELECT model_name, count(DISTINCT series_id) AS series, count(*) AS rows, "
+            f"max(cutoff) AS newest_origin FROM {SCHEMA}.{PREDICTIONS} WHERE {scope} "
+            "GROUP BY model_name ORDER BY model_name"
+        ),
+        params,
+    )
+    covered = conn.execute(
+        text(f"SELECT count(DISTINCT series_id) FROM {SCHEMA}.{PREDICTIONS} WHERE {scope}"), params
+    ).scalar_one()
+    set_aside = conn.execute(
+        text(f"SELECT reason, count(*) FROM {SCHEMA}.{FORECAST_EXCLUSIONS} WHERE {scope} GROUP BY reason"),
+        params,
+    )
+    return PublicationSummary(
+        [dict(row._mapping) for row in families], covered, {reason: n for reason, n in set_aside}
+    )
 
 
 def forecast_summary(conn: Connection, window_key: str) -> list[dict]:

@@ -30,6 +30,9 @@ OBSERVATION_REVISIONS = "observation_revisions"
 CELL_VERSIONS = "cell_versions"
 DATA_QUALITY_RESULTS = "data_quality_results"
 HISTORY_PENDING = "history_pending"
+FORECAST_EXCLUSIONS = "forecast_exclusions"
+EXPERIMENTS = "experiments"
+RESOURCE_STATS = "resource_stats"
 
 # insertmanyvalues batches rows into multi-row VALUES; keep statements well under the
 # 65,535 bind-parameter limit of the PostgreSQL protocol.
