@@ -75,8 +75,11 @@ def main() -> None:
 
 @main.command()
 @click.option("--dataset", default=None, help="Bundled dataset to use (default: epf_fr_be).")
-@click.option("--max-steps", default=300, show_default=True, help="Training steps of the global model.")
-def demo(dataset: str | None, max_steps: int) -> None:
+@click.option("--max-steps", default=300, show_default=True, help="Training steps of each neural family.")
+@click.option(
+    "--trials", default=4, show_default=True, help="Hyper-parameter trials per family and frequency group."
+)
+def demo(dataset: str | None, max_steps: int, trials: int) -> None:
     """Run the whole pipeline on a bundled real dataset and print the forecasts."""
     from forecasting_pipeline import operations
     from forecasting_pipeline.datasets import DEFAULT_DATASET, bundled_dataset, land_bundled_dataset
@@ -105,13 +108,15 @@ def demo(dataset: str | None, max_steps: int) -> None:
         _echo_step(
             4,
             total,
-            f"training global model for window {ingested.latest_window} (max_steps={max_steps}) …",
+            f"tuning ({trials} trials per family) and training the catalog's families for window "
+            f"{ingested.latest_window} (max_steps={max_steps}) …",
         )
         result = operations.forecast(
             instance,
             ingested.latest_window,
             _series_keys(instance),
             global_model_config={"max_steps": max_steps},
+            search_config={"trials": trials, "trial_max_steps": min(50, max_steps)},
             show_steps=True,
         )
         _echo_step(

@@ -5,7 +5,7 @@ so a deployment is described completely by the variables documented below.
 
 - FP_DATABASE_URL: SQLAlchemy URL of the PostgreSQL database (Dagster storage in schema
   public, domain tables in schema `forecasting`). Unset: an embedded server under FP_HOME.
-- FP_HOME: Parquet intermediates, model artefacts, landing folder, embedded database.
+- FP_HOME: Parquet intermediates, landing folder, embedded database, default MLflow store.
   Default ./.forecasting
 - DAGSTER_HOME: folder holding the instance's dagster.yaml. Default FP_HOME/dagster
 - FP_DATE_CADENCE: arrival calendar of the `date` partitions: weekly (default), daily, monthly.
@@ -96,11 +96,6 @@ class Settings:
     def storage_dir(self) -> Path:
         """Where the partition-aware IO manager writes Parquet files."""
         return self.home / "storage"
-
-    @property
-    def models_dir(self) -> Path:
-        """Where trained model checkpoints live, one folder per model version."""
-        return self.home / "models"
 
     @property
     def landing_dir(self) -> Path:

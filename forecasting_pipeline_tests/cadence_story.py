@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from forecasting_pipeline import operations
 from forecasting_pipeline.ingestion.validation import ColumnRoles
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, series_keys
+from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, TINY_SEARCH, series_keys
 
 
 def ingest_and_forecast_file(
@@ -21,7 +21,11 @@ def ingest_and_forecast_file(
     target.write_bytes(source.read_bytes())
     ingested = operations.ingest(instance, deployment, roles=roles, progress=lambda _: None)
     operations.forecast(
-        instance, ingested.latest_window, series_keys(instance), global_model_config=TINY_GLOBAL_MODEL
+        instance,
+        ingested.latest_window,
+        series_keys(instance),
+        global_model_config=TINY_GLOBAL_MODEL,
+        search_config=TINY_SEARCH,
     )
     with db_engine.connect() as conn:
         return pd.read_sql(

@@ -9,7 +9,10 @@ import sys
 
 from sqlalchemy import create_engine, text
 
+from forecasting_pipeline.modeling.catalog import load_catalog
 from forecasting_pipeline_tests.conftest import _scratch_dir
+
+FAMILIES = sorted(f.name for f in (*load_catalog().neural(), *load_catalog().local()))
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -23,7 +26,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def _demo(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return _cli(env, "demo", "--max-steps", "5")
+    return _cli(env, "demo", "--max-steps", "5", "--trials", "1")
 
 
 def _user_env(home, url: str) -> dict[str, str]:
@@ -51,12 +54,7 @@ def test_demo_forecasts_every_series_and_a_second_run_adds_no_rows(fresh_databas
     ):
         assert expected in first.stdout
     table = [line.split() for line in first.stdout.splitlines() if line.startswith(("BE ", "FR "))]
-    assert sorted((row[0], row[1]) for row in table) == [
-        ("BE", "NHITS"),
-        ("BE", "SeasonalNaive"),
-        ("FR", "NHITS"),
-        ("FR", "SeasonalNaive"),
-    ]
+    assert sorted((row[0], row[1]) for row in table) == [(s, f) for s in ("BE", "FR") for f in FAMILIES]
 
     engine = create_engine(url)
     counts = (
@@ -68,7 +66,8 @@ def test_demo_forecasts_every_series_and_a_second_run_adds_no_rows(fresh_databas
     )
     with engine.connect() as conn:
         after_first = conn.execute(text(counts)).one()
-    assert after_first == (2 * 2 * 24, 32_160, 5 * 2)  # 5 windows × 2 series ingested
+    # Every enabled family forecasts 24 hours for both series; 5 windows × 2 series ingested.
+    assert after_first == (2 * len(FAMILIES) * 24, 32_160, 5 * 2)
 
     second = _demo(env)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -15,6 +15,7 @@ SLICE = [
     "raw_observations",
     "observation_history",
     "training_panel",
+    "hyperparameter_search",
     "global_models",
     "local_models",
     "predictions",
@@ -29,8 +30,9 @@ def test_the_vertical_slice_is_wired_left_to_right():
         "raw_observations": set(),
         "observation_history": {"raw_observations"},
         "training_panel": {"observation_history"},
-        "global_models": {"training_panel"},
-        "local_models": {"training_panel"},
+        "hyperparameter_search": {"training_panel"},
+        "global_models": {"training_panel", "hyperparameter_search"},
+        "local_models": {"training_panel", "hyperparameter_search"},
         "predictions": {"global_models", "local_models"},
     }
 
@@ -43,7 +45,13 @@ def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_p
             BackfillPolicy.multi_run(1) if name == "observation_history" else BackfillPolicy.single_run()
         )
         assert policy == expected, name
-    assert defs.resolve_assets_def("global_models").op.pool == "gpu"
+    for name in ("global_models", "hyperparameter_search"):
+        op = defs.resolve_assets_def(name).op
+        assert op.pool == "gpu"
+        # Tags a distributed executor routes on: dagster-k8s container limits and a Celery queue.
+        limits = op.tags["dagster-k8s/config"]["container_config"]["resources"]["limits"]
+        assert limits == {"nvidia.com/gpu": "1"} and op.tags["dagster-celery/queue"] == "gpu"
+    assert "dagster-celery/queue" not in defs.resolve_assets_def("local_models").op.tags
     for job in ("ingest_observations", "train_global_models", "forecast_series"):
         assert defs.resolve_job_def(job) is not None
 
@@ -73,3 +81,16 @@ def test_dagster_definitions_validate_passes(deployment):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "All code locations passed validation" in completed.stderr + completed.stdout
+
+
+def test_code_versions_are_derived_from_the_code_that_computes_each_asset():
+    from forecasting_pipeline.assets import training
+    from forecasting_pipeline.assets.conventions import derive_code_version
+
+    versions = {name: defs.resolve_assets_def(name).code_versions_by_key[AssetKey(name)] for name in SLICE}
+    assert len(set(versions.values())) == len(SLICE), versions
+    assert "0.1.0" not in versions.values()
+    body = training.global_models.op.compute_fn.decorated_fn
+    assert versions["global_models"] == derive_code_version(body)
+    # A change in configuration that acts like code (the catalog) gives another version.
+    assert derive_code_version(body, "another catalog") != versions["global_models"]

@@ -13,7 +13,6 @@ from forecasting_pipeline.modeling.frequency import (
     grid_flags,
     infer_frequencies,
     infer_series_frequency,
-    panel_frequency,
     season_length,
 )
 
@@ -68,30 +67,6 @@ def test_repeated_timestamps_count_once():
     twice = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-01", "2020-01-02", "2020-01-02"]))
     with pytest.raises(FrequencyError):
         infer_series_frequency(twice)
-
-
-def _panel(**series: pd.Series) -> pd.DataFrame:
-    return pd.concat(
-        [pd.DataFrame({"unique_id": name, "ds": ds, "y": 1.0}) for name, ds in series.items()],
-        ignore_index=True,
-    )
-
-
-def test_panel_of_hourly_series_with_different_lengths():
-    panel = _panel(FR=_range("2020-01-01", 48, "h"), DE=_range("2020-01-02 05:00", 10, "h"))
-    assert panel_frequency(panel) == "h"
-
-
-def test_panel_mixing_hourly_and_daily_series():
-    panel = _panel(FR=_range("2020-01-01", 48, "h"), DE=_range("2020-01-01", 10, "D"))
-    with pytest.raises(FrequencyError, match="different frequencies"):
-        panel_frequency(panel)
-
-
-def test_panel_with_a_too_short_series():
-    panel = _panel(FR=_range("2020-01-01", 48, "h"), DE=_range("2020-01-01", 2, "h"))
-    with pytest.raises(FrequencyError):
-        panel_frequency(panel)
 
 
 @pytest.mark.parametrize(

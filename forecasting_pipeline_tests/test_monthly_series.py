@@ -12,6 +12,7 @@ import polars as pl
 from sqlalchemy import text
 
 from forecasting_pipeline.ingestion.validation import ColumnRoles
+from forecasting_pipeline.modeling.catalog import load_catalog
 from forecasting_pipeline_tests.cadence_story import ingest_and_forecast_file
 
 INDUSTRIES = ["Cafes, restaurants and catering services", "Takeaway food services"]
@@ -39,7 +40,9 @@ def test_monthly_series_with_mapped_columns_end_to_end(deployment, instance, db_
     assert set(series["freq"]) == {"MS"}
     assert all(a["State"] == "Victoria" for a in series["attributes"])
     assert set(predictions["series_id"]) == set(INDUSTRIES)
-    assert set(predictions["model_name"]) == {"NHITS", "SeasonalNaive"}
+    assert set(predictions["model_name"]) == {
+        f.name for f in (*load_catalog().neural(), *load_catalog().local())
+    }
     first = predictions[predictions["step"] == 1]
     assert (first["ds"] == pd.Timestamp("2016-10-01")).all()  # the month after the last observation
     last = predictions[predictions["step"] == predictions["step"].max()]

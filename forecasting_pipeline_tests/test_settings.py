@@ -25,7 +25,9 @@ def test_defaults_with_an_empty_environment(tmp_path: Path, monkeypatch: pytest.
     assert settings.dagster_home == expected_home / "dagster"
     assert settings.database_url is None
     assert settings.date_cadence == "weekly"
-    assert settings.forecast_horizon == 24
+    assert settings.forecast_horizon is None  # each frequency group's horizon from the catalog
+    assert settings.model_catalog is None and settings.statsforecast_n_jobs == 1
+    assert settings.gpu_pool_limit is None and settings.cuda_precision == "16-mixed"
     # No pinned calendar: the first data decides it.
     assert settings.partition_start is None
     assert settings.partition_end is None
@@ -51,7 +53,6 @@ def test_folders_derive_from_home(home: Path):
     assert settings.storage_dir == home / "storage"
     assert settings.landing_dir == home / "landing"
     assert settings.rejected_dir == home / "landing" / "rejected"
-    assert settings.models_dir == home / "models"
     assert settings.embedded_db_dir == home / "pgdata"
     assert settings.calendar_file == home / "calendar.json"
     assert settings.mlflow_artifacts_dir == home / "mlartifacts"
@@ -221,3 +222,25 @@ def test_settings_are_immutable(home: Path):
     settings = load_settings({"FP_HOME": str(home)})
     with pytest.raises(AttributeError):
         settings.forecast_horizon = 12  # type: ignore[misc]
+
+
+def test_model_engine_settings_are_read_and_checked(home: Path):
+    settings = load_settings(
+        {
+            "FP_HOME": str(home),
+            "FP_MODEL_CATALOG": str(home / "catalog.yaml"),
+            "FP_STATSFORECAST_N_JOBS": "2",
+            "FP_GPU_POOL_LIMIT": "3",
+            "FP_PRECISION": "bf16-mixed",
+        }
+    )
+    assert settings.model_catalog == home / "catalog.yaml"
+    assert (settings.statsforecast_n_jobs, settings.gpu_pool_limit, settings.cuda_precision) == (
+        2,
+        3,
+        "bf16-mixed",
+    )
+    with pytest.raises(SettingsError, match="FP_PRECISION"):
+        load_settings({"FP_HOME": str(home), "FP_PRECISION": "fp8"})
+    with pytest.raises(SettingsError, match="FP_GPU_POOL_LIMIT"):
+        load_settings({"FP_HOME": str(home), "FP_GPU_POOL_LIMIT": "0"})

@@ -53,8 +53,8 @@ def derive_code_version(fn: Callable[..., Any], *extra: str) -> str:
     Editing the function, or a helper module it uses (fitting, storage, catalog builders),
     changes the version, so Dagster marks the asset's materializations stale in the UI.
     Modules reached only through other modules are not followed: a deliberate bound, so a
-    change to a shared utility does not mark every asset stale. `extra` adds configuration
-    that acts like code (the model catalog).
+    change to a shared utility does not mark every asset stale. `extra` adds anything else
+    that should move the version with it.
     """
     digest = hashlib.sha256(inspect.getsource(fn).encode())
     for module in _helper_modules(fn):
@@ -65,7 +65,7 @@ def derive_code_version(fn: Callable[..., Any], *extra: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def pipeline_asset(*, code_inputs: tuple[str, ...] = (), **asset_kwargs: Any) -> Callable[..., Any]:
+def pipeline_asset(**asset_kwargs: Any) -> Callable[..., Any]:
     """`@asset` with the platform's defaults.
 
     A backfill over many partitions is one run that computes them all, vectorized
@@ -77,7 +77,7 @@ def pipeline_asset(*, code_inputs: tuple[str, ...] = (), **asset_kwargs: Any) ->
         defaults = {
             "backfill_policy": BackfillPolicy.single_run(),
             "io_manager_key": PARQUET_IO_MANAGER,
-            "code_version": derive_code_version(fn, *code_inputs),
+            "code_version": derive_code_version(fn),
         }
         return asset(**{**defaults, **asset_kwargs})(fn)
 

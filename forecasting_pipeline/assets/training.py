@@ -6,7 +6,6 @@ training.
 """
 
 import tempfile
-from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -23,7 +22,8 @@ from forecasting_pipeline.assets.conventions import (
     pipeline_asset,
 )
 from forecasting_pipeline.assets.ingest import observation_history
-from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape, neural_params
+from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape
+from forecasting_pipeline.modeling.catalog import FamilySpec, neural_params
 from forecasting_pipeline.modeling.fitting import (
     fit_local_families,
     fit_neural_model,
@@ -32,7 +32,6 @@ from forecasting_pipeline.modeling.fitting import (
 )
 from forecasting_pipeline.modeling.forecast_frame import (
     catalog_forecast_frame,
-    future_grid,
     last_timestamps,
     restamp,
 )
@@ -48,18 +47,17 @@ from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
-from forecasting_pipeline.schemas import DS, UNIQUE_ID
+from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.series_keys import partition_keys
 from forecasting_pipeline.storage.catalog import series_by_partition_key, stored_frequencies
 from forecasting_pipeline.storage.experiments import (
     ResourceStat,
-    future_drivers,
     record_exclusions,
     record_resource_stats,
     tuned_params,
 )
 from forecasting_pipeline.storage.lineage import MetricRecord, ModelRecord, record_metrics, register_model
-from forecasting_pipeline.storage.observations import history_versions, read_future_drivers, read_panel
+from forecasting_pipeline.storage.observations import history_versions, read_panel
 from forecasting_pipeline.storage.predictions import store_predictions
 
 _MODEL_CATALOG_KEY = "model_catalog"
@@ -134,62 +132,6 @@ class GlobalModelConfig(Config):
     )
     batch_size: int | None = Field(default=None, gt=0, description="Overrides the catalog and tuning.")
     seed: int = Field(default=1)
-
-
-def neural_shape(
-    task: GroupTask,
-    model_catalog: ModelCatalogResource,
-    *,
-    max_steps: int,
-    seed: int,
-    trainer_kwargs: dict[str, Any],
-    input_size: int | None = None,
-    hist_exog: Sequence[str] = (),
-    futr_exog: Sequence[str] = (),
-) -> NeuralShape:
-    group = model_catalog.group(task.group)
-    return NeuralShape(
-        horizon=task.horizon,
-        input_size=input_size or group.input_size_multiplier * task.horizon,
-        max_steps=max_steps,
-        seed=seed,
-        trainer_kwargs=trainer_kwargs,
-        hist_exog=tuple(hist_exog),
-        futr_exog=tuple(futr_exog),
-    )
-
-
-def _future_frame(conn: Connection, task: GroupTask, names: list[str]) -> pd.DataFrame | None:
-    """Future-known drivers over every series' horizon, or None where any value is missing."""
-    cutoffs = last_timestamps(task.panel)
-    grid = future_grid(cutoffs, task.freq, task.horizon).drop(columns="step")
-    ahead = read_future_drivers(conn, cutoffs, task.horizon)
-    if not set(names) <= set(ahead.columns):
-        return None
-    frame = grid.merge(ahead[[UNIQUE_ID, DS, *names]], on=[UNIQUE_ID, DS], how="left")
-    return None if frame[names].isna().to_numpy().any() else frame.reset_index(drop=True)
-
-
-def exogenous_inputs(
-    conn: Connection, task: GroupTask, spec: FamilySpec
-) -> tuple[list[str], list[str], pd.DataFrame | None]:
-    """(historical, future, future frame) drivers for a family, as the dataset declared them.
-
-    Future-known drivers go in as future inputs when their values cover every series' horizon
-    (a past window, or future rows landed ahead); otherwise, and for families without future
-    inputs, they are used as historical inputs, which needs no values ahead.
-    """
-    drivers = task.drivers
-    if not drivers:
-        return [], [], None
-    known_ahead = sorted(set(drivers) & future_drivers(conn, task.series_freq[UNIQUE_ID].to_list()))
-    futr: list[str] = []
-    futr_df = None
-    if spec.accepts.future_exogenous and known_ahead:
-        futr_df = _future_frame(conn, task, known_ahead)
-        futr = known_ahead if futr_df is not None else []
-    hist = [d for d in drivers if d not in futr] if spec.accepts.historical_exogenous else []
-    return hist, futr, futr_df
 
 
 def _lineage_columns(forecast: pd.DataFrame, task: GroupTask, model_ids: dict[str, int]) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from forecasting_pipeline.assets.conventions import GPU_OP_TAGS, GPU_POOL, note_run, pipeline_asset
-from forecasting_pipeline.assets.training import exogenous_inputs, neural_shape
+from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape
 from forecasting_pipeline.modeling.catalog import FamilySpec
 from forecasting_pipeline.modeling.fitting import recent_history
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_tasks

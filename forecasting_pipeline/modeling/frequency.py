@@ -16,7 +16,7 @@ _DAY = pd.Timedelta(days=1)
 
 
 class FrequencyError(ValueError):
-    """A series' timestamps have no regular spacing, or series in one panel disagree."""
+    """A series' timestamps are too few to have a spacing."""
 
 
 def infer_series_frequency(timestamps: pd.Series) -> str:
@@ -56,17 +56,6 @@ def _frequency_between_gaps(ordered: pd.DatetimeIndex) -> str:
 def _normalize_alias(alias: str) -> str:
     offset = pd.tseries.frequencies.to_offset(alias)
     return offset.freqstr
-
-
-def panel_frequency(panel: pd.DataFrame) -> str:
-    """The one frequency shared by every series in `panel` (global models need one)."""
-    frequencies = {
-        series_id: infer_series_frequency(group[DS]) for series_id, group in panel.groupby(UNIQUE_ID)
-    }
-    distinct = sorted(set(frequencies.values()))
-    if len(distinct) != 1:
-        raise FrequencyError(f"series in one panel have different frequencies: {frequencies}")
-    return distinct[0]
 
 
 def season_length(freq: str) -> int:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import polars as pl
 
+from forecasting_pipeline.modeling.frequency import MIN_TIMESTAMPS, season_length
 from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
 
 if TYPE_CHECKING:
@@ -115,7 +116,9 @@ def group_panel(panel: pl.DataFrame, frequencies: pl.DataFrame, catalog: ModelCa
         .join(minimums, on=FREQ_GROUP, how="left")
     )
     reason = (
-        pl.when(pl.col(FREQ_GROUP).is_null() | pl.col("min_points").is_null())
+        pl.when(pl.col("points") < MIN_TIMESTAMPS)
+        .then(pl.lit("too_short"))
+        .when(pl.col(FREQ_GROUP).is_null() | pl.col("min_points").is_null())
         .then(pl.lit("irregular"))
         .when(pl.col("points") < pl.col("min_points"))
         .then(pl.lit("too_short"))
@@ -123,7 +126,15 @@ def group_panel(panel: pl.DataFrame, frequencies: pl.DataFrame, catalog: ModelCa
         .then(pl.lit("constant"))
     )
     detail = (
-        pl.when(pl.col(FREQ).is_null())
+        pl.when(pl.col("points") < MIN_TIMESTAMPS)
+        .then(
+            pl.format(
+                "{} observations; at least {} are needed to tell its sampling frequency",
+                pl.col("points"),
+                pl.lit(MIN_TIMESTAMPS),
+            )
+        )
+        .when(pl.col(FREQ).is_null())
         .then(pl.lit("no regular sampling frequency was found for this series at registration"))
         .when(pl.col(FREQ_GROUP).is_null() | pl.col("min_points").is_null())
         .then(pl.format("frequency {} belongs to no configured frequency group", pl.col(FREQ)))
@@ -180,8 +191,6 @@ class GroupTask:
 
 def group_tasks(window: str, panel: pd.DataFrame, horizon_of: Callable[[str], int]) -> list[GroupTask]:
     """Split a grouped window panel (from `group_panel`) into one task per frequency group."""
-    from forecasting_pipeline.modeling.frequency import season_length
-
     if panel.empty:
         return []
     tasks = []

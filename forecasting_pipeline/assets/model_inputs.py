@@ -1,0 +1,75 @@
+"""What a model family is given for a frequency group: its shape and its exogenous inputs.
+
+Shared by tuning and training, so a tuned configuration is trained on exactly the inputs it
+was tuned on.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection
+
+from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape
+from forecasting_pipeline.modeling.forecast_frame import future_grid, last_timestamps
+from forecasting_pipeline.modeling.frequency_groups import GroupTask
+from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
+from forecasting_pipeline.schemas import DS, UNIQUE_ID
+from forecasting_pipeline.storage.experiments import future_drivers
+from forecasting_pipeline.storage.observations import read_future_drivers
+
+
+def neural_shape(
+    task: GroupTask,
+    model_catalog: ModelCatalogResource,
+    *,
+    max_steps: int,
+    seed: int,
+    trainer_kwargs: dict[str, Any],
+    input_size: int | None = None,
+    hist_exog: Sequence[str] = (),
+    futr_exog: Sequence[str] = (),
+) -> NeuralShape:
+    group = model_catalog.group(task.group)
+    return NeuralShape(
+        horizon=task.horizon,
+        input_size=input_size or group.input_size_multiplier * task.horizon,
+        max_steps=max_steps,
+        seed=seed,
+        trainer_kwargs=trainer_kwargs,
+        hist_exog=tuple(hist_exog),
+        futr_exog=tuple(futr_exog),
+    )
+
+
+def _future_frame(conn: Connection, task: GroupTask, names: list[str]) -> pd.DataFrame | None:
+    """Future-known drivers over every series' horizon, or None where any value is missing."""
+    cutoffs = last_timestamps(task.panel)
+    grid = future_grid(cutoffs, task.freq, task.horizon).drop(columns="step")
+    ahead = read_future_drivers(conn, cutoffs, task.horizon)
+    if not set(names) <= set(ahead.columns):
+        return None
+    frame = grid.merge(ahead[[UNIQUE_ID, DS, *names]], on=[UNIQUE_ID, DS], how="left")
+    return None if frame[names].isna().to_numpy().any() else frame.reset_index(drop=True)
+
+
+def exogenous_inputs(
+    conn: Connection, task: GroupTask, spec: FamilySpec
+) -> tuple[list[str], list[str], pd.DataFrame | None]:
+    """(historical, future, future frame) drivers for a family, as the dataset declared them.
+
+    Future-known drivers go in as future inputs when their values cover every series' horizon
+    (a past window, or future rows landed ahead); otherwise, and for families without future
+    inputs, they are used as historical inputs, which needs no values ahead.
+    """
+    drivers = task.drivers
+    if not drivers:
+        return [], [], None
+    known_ahead = sorted(set(drivers) & future_drivers(conn, task.series_freq[UNIQUE_ID].to_list()))
+    futr: list[str] = []
+    futr_df = None
+    if spec.accepts.future_exogenous and known_ahead:
+        futr_df = _future_frame(conn, task, known_ahead)
+        futr = known_ahead if futr_df is not None else []
+    hist = [d for d in drivers if d not in futr] if spec.accepts.historical_exogenous else []
+    return hist, futr, futr_df
