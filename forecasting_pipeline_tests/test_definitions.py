@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,7 +50,8 @@ def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_p
         op = defs.resolve_assets_def(name).op
         assert op.pool == "gpu"
         # Tags a distributed executor routes on: dagster-k8s container limits and a Celery queue.
-        limits = op.tags["dagster-k8s/config"]["container_config"]["resources"]["limits"]
+        k8s = json.loads(op.tags["dagster-k8s/config"])  # Dagster keeps tag values as JSON text
+        limits = k8s["container_config"]["resources"]["limits"]
         assert limits == {"nvidia.com/gpu": "1"} and op.tags["dagster-celery/queue"] == "gpu"
     assert "dagster-celery/queue" not in defs.resolve_assets_def("local_models").op.tags
     for job in ("ingest_observations", "train_global_models", "forecast_series"):
@@ -94,3 +96,16 @@ def test_code_versions_are_derived_from_the_code_that_computes_each_asset():
     assert versions["global_models"] == derive_code_version(body)
     # A change in configuration that acts like code (the catalog) gives another version.
     assert derive_code_version(body, "another catalog") != versions["global_models"]
+
+
+def test_the_gpu_pool_limit_comes_from_configuration_and_is_never_reset(instance, deployment):
+    from dataclasses import replace
+
+    from forecasting_pipeline.bootstrap import apply_pool_limits
+
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 3)  # an operator's choice in the UI
+    apply_pool_limits(instance, replace(deployment.settings, gpu_pool_limit=None))
+    assert storage.get_concurrency_info("gpu").slot_count == 3
+    apply_pool_limits(instance, replace(deployment.settings, gpu_pool_limit=2))
+    assert storage.get_concurrency_info("gpu").slot_count == 2

@@ -176,7 +176,14 @@ def test_series_ending_on_different_dates_forecast_from_their_own_ends(deploymen
     order = [k for k in instance.get_dynamic_partitions("series") if k in keys]
     # Forecast only these two series: a window-level panel of this module also holds the other
     # stories' series, which all share the hourly frequency.
-    operations.forecast(instance, "2016-10-30", order, global_model_config=TINY_GLOBAL_MODEL)
+    operations.forecast(
+        instance,
+        "2016-10-30",
+        order,
+        global_model_config=TINY_GLOBAL_MODEL,
+        search_config={"families": []},
+        local_model_config={"families": ["SeasonalNaive"]},
+    )
     with db_engine.connect() as conn:
         cutoffs = dict(
             conn.execute(

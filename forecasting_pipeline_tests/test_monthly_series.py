@@ -45,6 +45,8 @@ def test_monthly_series_with_mapped_columns_end_to_end(deployment, instance, db_
     }
     first = predictions[predictions["step"] == 1]
     assert (first["ds"] == pd.Timestamp("2016-10-01")).all()  # the month after the last observation
+    horizon = load_catalog().group("monthly").horizon
     last = predictions[predictions["step"] == predictions["step"].max()]
-    assert (last["ds"] == pd.Timestamp("2018-09-01")).all()  # 24 monthly steps
+    assert predictions["step"].max() == horizon  # the monthly group's own horizon
+    assert (last["ds"] == pd.Timestamp("2016-10-01") + pd.DateOffset(months=horizon - 1)).all()
     assert (predictions["lo_95"] <= predictions["hi_95"]).all()

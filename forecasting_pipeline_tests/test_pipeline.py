@@ -266,5 +266,10 @@ def test_training_panel_holds_all_history_up_to_its_window(pipeline, instance, d
 def test_a_failing_step_is_reported_with_its_error_and_run(pipeline, instance):
     with pytest.raises(operations.PipelineRunError, match=r"global_models: .*NOPE"):
         operations.forecast(
-            instance, LATEST_WINDOW, SERIES, global_model_config={"families": ["NOPE"], "max_steps": 1}
+            instance,
+            LATEST_WINDOW,
+            SERIES,
+            global_model_config={"families": ["NOPE"], "max_steps": 1},
+            search_config={"families": []},
+            local_model_config={"families": ["SeasonalNaive"]},
         )

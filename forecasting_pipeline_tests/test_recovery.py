@@ -14,7 +14,7 @@ from dagster import DagsterRunStatus
 from forecasting_pipeline import operations
 from forecasting_pipeline.assets.conventions import GPU_POOL
 from forecasting_pipeline.automation.recovery import fail_orphaned_runs
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, land_and_ingest, series_keys
+from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, TINY_SEARCH, land_and_ingest, series_keys
 
 WINDOW = "2016-10-30"
 
@@ -24,7 +24,8 @@ ENDLESS_TRAINING = textwrap.dedent(
     from dagster import DagsterInstance
     from forecasting_pipeline import operations
     operations.forecast(DagsterInstance.get(), {WINDOW!r}, ["BE", "FR"],
-                        global_model_config={{"max_steps": 1_000_000}})
+                        global_model_config={{"max_steps": 1_000_000}},
+                        search_config={{"families": []}})
     """
 )
 
@@ -57,6 +58,11 @@ def test_a_killed_training_run_is_failed_its_slot_freed_and_the_window_reruns(in
     assert fail_orphaned_runs(instance) == []
 
     rerun = operations.forecast(
-        instance, WINDOW, series_keys(instance), global_model_config=TINY_GLOBAL_MODEL
+        instance,
+        WINDOW,
+        series_keys(instance),
+        global_model_config=TINY_GLOBAL_MODEL,
+        search_config=TINY_SEARCH,
+        local_model_config={"families": ["SeasonalNaive"]},
     )
     assert instance.get_run_by_id(rerun.train_run_id).status == DagsterRunStatus.SUCCESS

@@ -141,7 +141,11 @@ def test_horizon_is_read_as_an_integer(home: Path):
     assert load_settings({"FP_HOME": str(home), "FP_FORECAST_HORIZON": "48"}).forecast_horizon == 48
 
 
-@pytest.mark.parametrize("raw", ["abc", "1.5", "", "0", "-3"])
+def test_an_empty_horizon_means_each_groups_own(home: Path):
+    assert load_settings({"FP_HOME": str(home), "FP_FORECAST_HORIZON": ""}).forecast_horizon is None
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "0", "-3"])
 def test_horizon_must_be_a_positive_integer(home: Path, raw: str):
     with pytest.raises(SettingsError, match="FP_FORECAST_HORIZON"):
         load_settings({"FP_HOME": str(home), "FP_FORECAST_HORIZON": raw})

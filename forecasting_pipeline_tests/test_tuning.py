@@ -22,7 +22,8 @@ def _train(instance, window: str, **search) -> object:
             "hyperparameter_search": {
                 "config": {"families": FAMILIES, "trials": 2, "trial_max_steps": 3, **search}
             },
-            "global_models": {"config": TINY_GLOBAL_MODEL},
+            # The tuned input size and batch size are kept: only the training length is set.
+            "global_models": {"config": {"max_steps": TINY_GLOBAL_MODEL["max_steps"]}},
         }
     }
     return launch.train_window(instance, window, run_config=config)
@@ -106,6 +107,22 @@ def test_trained_versions_use_the_tuned_parameters(tuned, deployment, db_engine)
         params["NHITS"]["learning_rate"]
         == _study(deployment, "NHITS", SECOND).best_trial.params["learning_rate"]
     )
+
+
+def test_future_known_drivers_are_future_inputs_where_their_values_are_stored(tuned, db_engine):
+    with db_engine.connect() as conn:
+        inputs = set(
+            conn.execute(
+                text(
+                    "SELECT window_key, params->>'futr_exog', params->>'hist_exog' FROM forecasting.models "
+                    "WHERE model_name = 'NHITS'"
+                )
+            ).all()
+        )
+    drivers = '["gen_forecast", "system_load", "week_day"]'
+    # The first window's next day is stored (it is the second window's data): future inputs.
+    # After the last stored day there are no values ahead: the same drivers, as historical inputs.
+    assert inputs == {(FIRST, drivers, "[]"), (SECOND, "[]", drivers)}
 
 
 def test_tuning_and_training_record_their_cost(tuned, db_engine):

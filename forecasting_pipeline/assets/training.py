@@ -259,7 +259,7 @@ def _train_neural(
     recorded_params = {
         **params,
         "horizon": task.horizon,
-        "input_size": shape.input_size,
+        "input_size": int(params.get("input_size_multiplier", 0)) * task.horizon or shape.input_size,
         "max_steps": shape.max_steps,
         "freq": task.freq,
         "hist_exog": hist,

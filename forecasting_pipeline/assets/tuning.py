@@ -25,7 +25,7 @@ from forecasting_pipeline.modeling.search import (
     run_study,
     study_name,
 )
-from forecasting_pipeline.modeling.tuning import local_objective, neural_objective
+from forecasting_pipeline.modeling.tuning import local_objective, neural_objective, neural_pruner
 from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import date_partitions
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
@@ -116,8 +116,10 @@ def _tune(
             futr_exog=futr,
         )
         objective = neural_objective(task.panel, spec, shape, task.freq)
+        pruner = neural_pruner(config.trial_max_steps)
     else:
         device = "cpu"
+        pruner = None  # a one-fold backtest reports no intermediate values
         seasons = model_catalog.group(task.group).local_history_seasons
         history = recent_history(pl.from_pandas(task.panel), seasons * task.season if seasons else None)
         objective = local_objective(
@@ -138,6 +140,7 @@ def _tune(
             budget,
             seed=config.seed,
             previous_study=previous_window_study(storage, spec.name, task.group, task.window),
+            pruner=pruner,
             run_tag=context.run_id,
         )
     with database.transaction() as conn:

@@ -48,6 +48,16 @@ def neural_objective(panel: pd.DataFrame, spec: FamilySpec, shape: NeuralShape, 
     return objective
 
 
+def neural_pruner(max_steps: int) -> optuna.pruners.BasePruner:
+    """Stop a trial whose validation loss is worse than the median of earlier trials at the same
+    step, from its second validation pass on (the first is too early to judge)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=2, n_warmup_steps=max(1, max_steps // VALIDATION_CHECKS)
+    )
+
+
 def relative_mae(actual: pd.Series, forecast: pd.Series, series: pd.Series) -> float:
     """Mean over series of MAE / mean |y|: scale-free, defined for series that cross zero."""
     frame = pd.DataFrame({"id": series.to_numpy(), "err": (actual - forecast).abs(), "y": actual.abs()})

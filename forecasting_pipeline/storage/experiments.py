@@ -19,7 +19,6 @@ from forecasting_pipeline.storage.tables import (
     RESOURCE_STATS,
     SCHEMA,
     SERIES,
-    upsert,
 )
 
 _EXCLUSION_COLUMNS = ("series_id", "window_key", "freq_group", "reason", "detail", "dagster_run_id")
@@ -68,11 +67,23 @@ class ExperimentRecord:
 
 
 def record_experiment(conn: Connection, experiment: ExperimentRecord) -> None:
-    row = {**asdict(experiment), "best_params": json.loads(json.dumps(experiment.best_params, default=str))}
-    upsert(conn, EXPERIMENTS, [row], key_columns=("study_name",))
+    """Upsert a study's summary; the window it was warm-started from is kept across resumptions."""
+    row = {**asdict(experiment), "best_params": json.dumps(experiment.best_params, default=str)}
     conn.execute(
-        text(f"UPDATE {SCHEMA}.{EXPERIMENTS} SET updated_at = now() WHERE study_name = :s"),
-        {"s": experiment.study_name},
+        text(
+            f"""
+            INSERT INTO {SCHEMA}.{EXPERIMENTS} (study_name, model_name, freq_group, window_key,
+                trial_budget, finished_trials, best_value, best_params, warm_started_from, dagster_run_id)
+            VALUES (:study_name, :model_name, :freq_group, :window_key, :trial_budget, :finished_trials,
+                :best_value, CAST(:best_params AS jsonb), :warm_started_from, :dagster_run_id)
+            ON CONFLICT (study_name) DO UPDATE SET
+                trial_budget = EXCLUDED.trial_budget, finished_trials = EXCLUDED.finished_trials,
+                best_value = EXCLUDED.best_value, best_params = EXCLUDED.best_params,
+                warm_started_from = COALESCE(EXCLUDED.warm_started_from, {EXPERIMENTS}.warm_started_from),
+                dagster_run_id = EXCLUDED.dagster_run_id, updated_at = now()
+            """
+        ),
+        row,
     )
 
 
