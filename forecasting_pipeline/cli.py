@@ -252,9 +252,10 @@ def ingest(
 
 @main.command()
 @click.option("--window", default=None, help="Date window to train and forecast (default: latest with data).")
-@click.option("--max-steps", default=None, type=int, help="Training steps of the global model.")
-def forecast(window: str | None, max_steps: int | None) -> None:
-    """Train the global models for a window and store every series' forecasts."""
+@click.option("--max-steps", default=None, type=int, help="Training steps of each neural family.")
+@click.option("--trials", default=None, type=int, help="Hyper-parameter trials per family and group.")
+def forecast(window: str | None, max_steps: int | None, trials: int | None) -> None:
+    """Tune and train the catalog's families for a window and store every series' forecasts."""
     from forecasting_pipeline import operations
     from forecasting_pipeline.resources.database import DatabaseResource
 
@@ -268,6 +269,7 @@ def forecast(window: str | None, max_steps: int | None) -> None:
             window,
             _series_keys(instance),
             global_model_config={"max_steps": max_steps} if max_steps else None,
+            search_config={"trials": trials} if trials is not None else None,
             show_steps=True,
         )
     except operations.PipelineRunError as exc:

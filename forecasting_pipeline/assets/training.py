@@ -6,6 +6,7 @@ training.
 """
 
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -175,8 +176,10 @@ def global_models(
     registry version is removed again. A failing family is reported and the others go on.
     """
     families = model_catalog.catalog().neural(config.families)
-    trainer_kwargs = accelerator.trainer_kwargs()
     device = accelerator.resolve_device()
+    step = _NeuralStep(
+        context, config, database, model_catalog, mlflow_tracker, accelerator.trainer_kwargs(), device
+    )
     trained: list[dict[str, Any]] = []
     failures: list[str] = []
     for window, panel in training_panel.items():
@@ -185,20 +188,7 @@ def global_models(
                 tuned = tuned_params(conn, window, task.group, [f.name for f in families])
             for spec in families:
                 try:
-                    trained.append(
-                        _train_neural(
-                            context,
-                            task,
-                            spec,
-                            tuned.get(spec.name),
-                            config,
-                            trainer_kwargs,
-                            device,
-                            database,
-                            model_catalog,
-                            mlflow_tracker,
-                        )
-                    )
+                    trained.append(_train_neural(step, task, spec, tuned.get(spec.name)))
                 except Exception as exc:
                     failures.append(f"{spec.name}/{task.group}/{window}: {type(exc).__name__}: {exc}")
                     context.log.error(f"window {window}: {spec.name} on {task.group} failed: {exc}")
@@ -222,18 +212,29 @@ def _models_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class _NeuralStep:
+    """What the trainings of one `global_models` step share: run, config, resources, device."""
+
+    context: AssetExecutionContext
+    config: GlobalModelConfig
+    database: DatabaseResource
+    model_catalog: ModelCatalogResource
+    mlflow_tracker: MlflowTrackerResource
+    trainer_kwargs: dict[str, Any]
+    device: str
+
+
 def _train_neural(
-    context: AssetExecutionContext,
-    task: GroupTask,
-    spec: FamilySpec,
-    tuned: dict[str, Any] | None,
-    config: GlobalModelConfig,
-    trainer_kwargs: dict[str, Any],
-    device: str,
-    database: DatabaseResource,
-    model_catalog: ModelCatalogResource,
-    mlflow_tracker: MlflowTrackerResource,
+    step: _NeuralStep, task: GroupTask, spec: FamilySpec, tuned: dict[str, Any] | None
 ) -> dict[str, Any]:
+    """Train, track, register and store one (family, group, window) version."""
+    context, config, database, device = step.context, step.config, step.database, step.device
+    model_catalog, mlflow_tracker, trainer_kwargs = (
+        step.model_catalog,
+        step.mlflow_tracker,
+        step.trainer_kwargs,
+    )
     params = neural_params(spec, tuned)
     if config.batch_size:
         params["batch_size"] = config.batch_size
