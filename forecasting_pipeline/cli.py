@@ -151,16 +151,20 @@ def _print_forecasts(deployment, window: str) -> None:
         rows = forecast_summary(conn, window)
     click.echo(f"\nForecasts of window {window} (table forecasting.predictions):")
     width = max([len("series"), *(len(row["series_id"]) for row in rows)])
+    model_width = max([len("model"), *(len(row["model_name"]) for row in rows)])
+    version_width = max([len("version"), *(len(row["model_version"]) for row in rows)])
     header = (
-        f"{'series':<{width}} {'model':<14} {'version':<20} {'from':<17} {'steps':>5} "
-        f"{'step 1':>8} {'95% interval, step 1':>22} {'mean':>8} {'80% width':>10} {'95% width':>10}"
+        f"{'series':<{width}} {'model':<{model_width}} {'version':<{version_width}} {'from':<17} "
+        f"{'steps':>5} {'step 1':>8} {'95% interval, step 1':>22} {'mean':>8} {'80% width':>10} "
+        f"{'95% width':>10}"
     )
     click.echo(header)
     click.echo("-" * len(header))
     for row in rows:
         interval = f"[{row['first_lo_95']:.2f}, {row['first_hi_95']:.2f}]"
         click.echo(
-            f"{row['series_id']:<{width}} {row['model_name']:<14} {row['model_version']:<20} "
+            f"{row['series_id']:<{width}} {row['model_name']:<{model_width}} "
+            f"{row['model_version']:<{version_width}} "
             f"{row['first_ds']:%Y-%m-%d %H:%M} {row['steps']:>5} {row['first_yhat']:>8.2f} "
             f"{interval:>22} {row['mean_yhat']:>8.2f} "
             f"{row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f}"

@@ -181,7 +181,7 @@ def _tune(
     context.log.info(
         f"{name}: {outcome.trials_run} trials run, {outcome.finished_trials}/{config.trials} finished"
         + (
-            f", best {outcome.best_value:.4g} with {outcome.best_params}"
+            f", best {outcome.best_value:.4g} with {_brief(outcome.best_params)}"
             if outcome.best_value is not None
             else ""
         )
@@ -196,3 +196,8 @@ def _tune(
         "best params": outcome.best_params,
         "warm start": outcome.warm_started_from,
     }
+
+
+def _brief(params: dict[str, Any]) -> str:
+    """Parameters for a log line: floats to four significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
