@@ -1,4 +1,5 @@
-"""What a model family is given for a frequency group: its shape and its exogenous inputs.
+"""What a model family is given for a frequency group (its shape and exogenous inputs), and
+what its tuning or training cost.
 
 Shared by tuning and training, so a tuned configuration is trained on exactly the inputs it
 was tuned on.
@@ -13,9 +14,10 @@ from sqlalchemy import Connection
 from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape
 from forecasting_pipeline.modeling.forecast_frame import future_grid, last_timestamps
 from forecasting_pipeline.modeling.frequency_groups import GroupTask
+from forecasting_pipeline.modeling.usage import Usage
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.schemas import DS, UNIQUE_ID
-from forecasting_pipeline.storage.experiments import future_drivers
+from forecasting_pipeline.storage.experiments import ResourceStat, future_drivers
 from forecasting_pipeline.storage.observations import read_future_drivers
 
 
@@ -73,3 +75,22 @@ def exogenous_inputs(
         futr = known_ahead if futr_df is not None else []
     hist = [d for d in drivers if d not in futr] if spec.accepts.historical_exogenous else []
     return hist, futr, futr_df
+
+
+def resource_stat(
+    run_id: str, stage: str, model_name: str, task: GroupTask, usage: Usage, model_id: int | None = None
+) -> ResourceStat:
+    """The `resource_stats` row of one tuning or training step on a group's series."""
+    return ResourceStat(
+        run_id,
+        stage,
+        model_name,
+        task.group,
+        task.window,
+        task.series_count,
+        usage.wall_seconds,
+        usage.peak_rss_mb,
+        usage.device,
+        usage.gpu_peak_mb,
+        model_id,
+    )

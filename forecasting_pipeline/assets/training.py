@@ -23,7 +23,7 @@ from forecasting_pipeline.assets.conventions import (
     pipeline_asset,
 )
 from forecasting_pipeline.assets.ingest import observation_history
-from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape
+from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape, resource_stat
 from forecasting_pipeline.modeling.catalog import FamilySpec, neural_params
 from forecasting_pipeline.modeling.fitting import (
     fit_local_families,
@@ -52,7 +52,6 @@ from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.series_keys import partition_keys
 from forecasting_pipeline.storage.catalog import series_by_partition_key, stored_frequencies
 from forecasting_pipeline.storage.experiments import (
-    ResourceStat,
     record_exclusions,
     record_resource_stats,
     tuned_params,
@@ -323,19 +322,7 @@ def _train_neural(
             record_resource_stats(
                 conn,
                 [
-                    ResourceStat(
-                        context.run_id,
-                        "training",
-                        spec.name,
-                        task.group,
-                        task.window,
-                        task.series_count,
-                        usage.wall_seconds,
-                        usage.peak_rss_mb,
-                        device,
-                        usage.gpu_peak_mb,
-                        model_id,
-                    )
+                    resource_stat(context.run_id, "training", spec.name, task, usage, model_id),
                 ],
             )
     except BaseException as exc:
@@ -466,17 +453,7 @@ def _fit_local_group(
             conn,
             [
                 # One StatsForecast call fits every family: its cost is recorded once, under all names.
-                ResourceStat(
-                    context.run_id,
-                    "training",
-                    "+".join(fits.fitted) or "none",
-                    task.group,
-                    task.window,
-                    task.series_count,
-                    usage.wall_seconds,
-                    usage.peak_rss_mb,
-                    "cpu",
-                )
+                resource_stat(context.run_id, "training", "+".join(fits.fitted) or "none", task, usage),
             ],
         )
     context.log.info(

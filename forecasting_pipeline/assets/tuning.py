@@ -14,7 +14,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from forecasting_pipeline.assets.conventions import GPU_OP_TAGS, GPU_POOL, note_run, pipeline_asset
-from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape
+from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape, resource_stat
 from forecasting_pipeline.modeling.catalog import FamilySpec
 from forecasting_pipeline.modeling.fitting import recent_history
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_tasks
@@ -33,7 +33,6 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.storage.experiments import (
     ExperimentRecord,
-    ResourceStat,
     record_experiment,
     record_resource_stats,
 )
@@ -164,18 +163,7 @@ def _tune(
             record_resource_stats(
                 conn,
                 [
-                    ResourceStat(
-                        context.run_id,
-                        "tuning",
-                        spec.name,
-                        task.group,
-                        task.window,
-                        task.series_count,
-                        usage.wall_seconds,
-                        usage.peak_rss_mb,
-                        device,
-                        usage.gpu_peak_mb,
-                    )
+                    resource_stat(context.run_id, "tuning", spec.name, task, usage),
                 ],
             )
     context.log.info(
