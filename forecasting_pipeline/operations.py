@@ -322,11 +322,12 @@ def forecast(
     local_model_config: Mapping[str, Any] | None = None,
     show_steps: bool = False,
 ) -> ForecastSummary:
-    """Tune and train the window's families, then fit the local families and publish forecasts.
+    """Tune and train the window's families, then publish every series' forecasts.
 
-    The local families run even when neural training failed (their forecasts do not depend on
-    it); the training failure is raised afterwards. The configs override fields of
-    `GlobalModelConfig`, `SearchConfig` and `LocalModelConfig`.
+    In the training run the local families do not depend on the neural ones, so they forecast
+    even when neural training failed; publication runs either way, and a training failure is
+    raised afterwards. The configs override fields of `GlobalModelConfig`, `SearchConfig` and
+    `LocalModelConfig`.
     """
     from forecasting_pipeline.automation import launch
 
@@ -334,18 +335,16 @@ def forecast(
     trained = launch.train_window(
         instance,
         window,
-        run_config=_op_config(global_models=global_model_config, hyperparameter_search=search_config),
+        run_config=_op_config(
+            global_models=global_model_config,
+            hyperparameter_search=search_config,
+            local_models=local_model_config,
+        ),
         show_steps=show_steps,
     )
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    forecasted = launch.forecast_window(
-        instance,
-        window,
-        series_keys,
-        run_config=_op_config(local_models=local_model_config),
-        show_steps=show_steps,
-    )
+    forecasted = launch.forecast_window(instance, window, series_keys, show_steps=show_steps)
     _check(trained, f"training for window {window}")
     _check(forecasted, f"forecasting for window {window}")
     return ForecastSummary(

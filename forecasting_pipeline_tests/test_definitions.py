@@ -54,7 +54,7 @@ def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_p
         limits = k8s["container_config"]["resources"]["limits"]
         assert limits == {"nvidia.com/gpu": "1"} and op.tags["dagster-celery/queue"] == "gpu"
     assert "dagster-celery/queue" not in defs.resolve_assets_def("local_models").op.tags
-    for job in ("ingest_observations", "train_global_models", "forecast_series"):
+    for job in ("ingest_observations", "train_models", "publish_forecasts"):
         assert defs.resolve_job_def(job) is not None
 
 

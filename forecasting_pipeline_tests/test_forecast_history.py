@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from dagster import AssetKey
 from sqlalchemy import text
 
 from forecasting_pipeline import operations
-from forecasting_pipeline.automation import launch
 from forecasting_pipeline.datasets import EPF_FR_BE
+from forecasting_pipeline.definitions import defs
 from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, scalar, series_keys
 
 FIRST_WINDOW, SECOND_WINDOW = "2016-10-23", "2016-10-30"
@@ -81,10 +82,10 @@ def test_rerunning_the_same_origin_changes_no_count(history, instance, db_engine
 
 def test_adding_a_family_leaves_the_other_families_rows_intact(history, instance, db_engine):
     before = _rows(db_engine)
-    result = launch.forecast_window(
-        instance,
-        SECOND_WINDOW,
-        series_keys(instance),
+    result = defs.resolve_job_def("train_models").execute_in_process(
+        instance=instance,
+        partition_key=SECOND_WINDOW,
+        asset_selection=[AssetKey("local_models")],
         run_config={"ops": {"local_models": {"config": {"families": ["AutoTheta"]}}}},
     )
     assert result.success

@@ -129,7 +129,7 @@ def test_a_restated_value_is_audited_and_makes_later_windows_stale(deployment, i
     original = _epf("FR", "restated", "2016-10-01", "2016-10-23")
     _land(deployment, "restated.csv", original)
     _ingest(deployment, instance)
-    panel_job = defs.resolve_job_def("train_global_models")
+    panel_job = defs.resolve_job_def("train_models")
     assert panel_job.execute_in_process(
         instance=instance, partition_key="2016-10-16", asset_selection=[AssetKey("training_panel")]
     ).success

@@ -120,10 +120,8 @@ def test_predictions_join_to_the_dagster_runs_and_events_that_made_them(pipeline
             .scalars()
             .all()
         )
-    # Neural families write from the training run, local families from the forecast run.
-    assert sorted((run_id, status) for run_id, status, _ in joined) == sorted(
-        [(forecasted.train_run_id, "SUCCESS"), (forecasted.forecast_run_id, "SUCCESS")]
-    )
+    # Every family writes its forecasts from the training run; the forecast run publishes them.
+    assert [(run_id, status) for run_id, status, _ in joined] == [(forecasted.train_run_id, "SUCCESS")]
     assert events == [f"{LATEST_WINDOW}|{s}" for s in SERIES]
     ingested = instance.get_materialized_partitions(AssetKey("raw_observations"))
     assert {f"{w}|{s}" for w in ("2016-10-02", "2016-10-23", LATEST_WINDOW) for s in SERIES} <= set(ingested)
@@ -245,13 +243,13 @@ def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instan
         )
     assert after == before
     # The same origin was forecast again: its rows were replaced, none added.
-    assert run_ids == {second.train_run_id, second.forecast_run_id}
+    assert run_ids == {second.train_run_id}
 
 
 def test_training_panel_holds_all_history_up_to_its_window(pipeline, instance, deployment):
     from forecasting_pipeline.definitions import defs
 
-    job = defs.resolve_job_def("train_global_models")
+    job = defs.resolve_job_def("train_models")
     result = job.execute_in_process(
         instance=instance, partition_key="2016-10-16", asset_selection=[AssetKey("training_panel")]
     )

@@ -17,7 +17,10 @@ from forecasting_pipeline.storage.predictions import publication_summary
 
 @pipeline_asset(
     partitions_def=series_date_partitions,
-    deps=[AssetDep("global_models", partition_mapping=SAME_WINDOW), AssetDep("local_models")],
+    deps=[
+        AssetDep("global_models", partition_mapping=SAME_WINDOW),
+        AssetDep("local_models", partition_mapping=SAME_WINDOW),
+    ],
     group_name="forecast",
     kinds={"postgres"},
 )

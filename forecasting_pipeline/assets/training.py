@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import polars as pl
-from dagster import AssetDep, AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue
+from dagster import AssetDep, AssetExecutionContext, Config, MaterializeResult, MetadataValue
 from pydantic import Field
 from sqlalchemy import Connection
 
@@ -39,9 +39,7 @@ from forecasting_pipeline.modeling.forecast_frame import (
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_panel, group_tasks
 from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import (
-    SAME_WINDOW,
     date_partitions,
-    series_date_partitions,
     window_bounds,
 )
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
@@ -50,7 +48,7 @@ from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.series_keys import partition_keys
-from forecasting_pipeline.storage.catalog import series_by_partition_key, stored_frequencies
+from forecasting_pipeline.storage.catalog import stored_frequencies
 from forecasting_pipeline.storage.experiments import (
     record_exclusions,
     record_resource_stats,
@@ -351,9 +349,8 @@ class LocalModelConfig(Config):
 
 
 @pipeline_asset(
-    partitions_def=series_date_partitions,
-    ins={"training_panel": AssetIn(partition_mapping=SAME_WINDOW)},
-    deps=[AssetDep("hyperparameter_search", partition_mapping=SAME_WINDOW)],
+    partitions_def=date_partitions,
+    deps=[AssetDep("hyperparameter_search")],
     group_name="training",
     kinds={"statsforecast", "postgres"},
 )
@@ -364,23 +361,23 @@ def local_models(
     database: DatabaseResource,
     model_catalog: ModelCatalogResource,
 ) -> MaterializeResult:
-    """Statistical families per series, all families of a group fitted in one StatsForecast call.
+    """Statistical families for every series of the window, all fitted in one StatsForecast call
+    per frequency group.
 
-    Each series sees its recent history (the group's `local_history_seasons`); tuned parameters
-    come from the window's studies when there are any. Forecasts are written in bulk.
+    Partitioned by window, not series × window: one fit covers every series, its per-series
+    detail is rows (models, forecasts), and nobody materializes one series' baseline alone, so
+    a key per series would only add Dagster bookkeeping (about 11 ms each). Each series sees its
+    recent history (the group's `local_history_seasons`); tuned parameters come from the
+    window's studies when there are any. It does not depend on the neural families.
     """
     families = model_catalog.catalog().local(config.families)
-    keys = sorted({str(key).partition("|")[2] for key in context.partition_keys})
-    windows = sorted({str(key).partition("|")[0] for key in context.partition_keys})
     with database.transaction() as conn:
         note_run(context, conn)
-        ids = set(series_by_partition_key(conn, keys).values())
-    summary: list[dict[str, Any]] = []
-    for window in windows:
-        panel = training_panel[window]
-        wanted = panel[panel[UNIQUE_ID].isin(ids)] if not panel.empty else panel
-        for task in group_tasks(window, wanted, model_catalog.horizon):
-            summary.append(_fit_local_group(context, task, families, database, model_catalog))
+    summary = [
+        _fit_local_group(context, task, families, database, model_catalog)
+        for window, panel in training_panel.items()
+        for task in group_tasks(window, panel, model_catalog.horizon)
+    ]
     return MaterializeResult(metadata={"groups": MetadataValue.json(summary)})
 
 

@@ -25,17 +25,19 @@ history_job = define_asset_job(
 )
 
 train_job = define_asset_job(
-    name="train_global_models",
-    selection=AssetSelection.assets("training_panel", "hyperparameter_search", "global_models"),
+    name="train_models",
+    selection=AssetSelection.assets(
+        "training_panel", "hyperparameter_search", "global_models", "local_models"
+    ),
     partitions_def=date_partitions,
-    description="Build a window's frequency-grouped panel, tune each family, train the neural families.",
+    description="Build a window's frequency-grouped panel, tune each family, train every family.",
 )
 
 forecast_job = define_asset_job(
-    name="forecast_series",
-    selection=AssetSelection.assets("local_models", "predictions"),
+    name="publish_forecasts",
+    selection=AssetSelection.assets("predictions"),
     partitions_def=series_date_partitions,
-    description="Fit the local statistical families and publish every family's forecasts per cell.",
+    description="Publish every family's forecasts per series × window.",
 )
 
 JOBS = [ingest_job, history_job, train_job, forecast_job]
