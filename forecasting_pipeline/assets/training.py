@@ -7,6 +7,7 @@ training.
 
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -57,8 +58,6 @@ from forecasting_pipeline.storage.experiments import (
 from forecasting_pipeline.storage.lineage import MetricRecord, ModelRecord, record_metrics, register_model
 from forecasting_pipeline.storage.observations import history_versions, read_panel
 from forecasting_pipeline.storage.predictions import store_predictions
-
-_MODEL_CATALOG_KEY = "model_catalog"
 
 
 def model_version(group: str, window: str, run_id: str) -> str:
@@ -279,7 +278,7 @@ def _train_neural(
             run_name=f"{spec.name} {version}",
             params={**recorded_params, "device": device},
             metric_history={"train_loss": fit.train_losses},
-            artifact_dir=folder,
+            artifact_dir=Path(folder),
             tags=lineage,
         )
     forecast = catalog_forecast_frame(raw, spec, version, last_timestamps(task.panel))
@@ -324,7 +323,10 @@ def _train_neural(
                 ],
             )
     except BaseException as exc:
-        mlflow_tracker.forget(tracked, f"database write failed: {exc}")
+        try:
+            mlflow_tracker.forget(tracked, f"database write failed: {exc}")
+        except Exception as cleanup:  # the database error is the one to report
+            context.log.error(f"could not remove registry version {tracked.registry_version}: {cleanup}")
         raise
     context.log.info(
         f"window {task.window}: {spec.name} {version} on {task.series_count} {task.group} series "
