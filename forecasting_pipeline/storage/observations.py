@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
+import polars as pl
 from sqlalchemy import Connection, text
 
 from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
+from forecasting_pipeline.storage.bulk import copy_query
 from forecasting_pipeline.storage.tables import (
     CELL_VERSIONS,
     DATA_QUALITY_RESULTS,
@@ -359,24 +361,32 @@ def history_versions(conn: Connection, windows: Sequence[str]) -> list[HistoryVe
 def read_panel(conn: Connection, until: datetime) -> pd.DataFrame:
     """All series' observations before `until`, in long format with drivers as columns.
 
-    `unique_id` is the series id as landed (not its partition key).
+    Read in bulk (COPY into polars); `unique_id` is the series id as landed (not its partition
+    key). Drivers are stored as JSONB per row and become one Float64 column each.
     """
-    result = conn.execute(
-        text(
-            f"SELECT series_id, ts, y, drivers FROM {SCHEMA}.{OBSERVATIONS} "
-            "WHERE ts < :until ORDER BY series_id, ts"
-        ),
-        {"until": until},
+    rows = copy_query(
+        conn,
+        f"SELECT series_id AS {UNIQUE_ID}, ts AS {DS}, y AS {Y}, drivers::text AS drivers "
+        f"FROM {SCHEMA}.{OBSERVATIONS} WHERE ts < %s ORDER BY series_id, ts",
+        (until,),
     )
-    records = result.all()
-    panel = pd.DataFrame(
-        {
-            UNIQUE_ID: [r.series_id for r in records],
-            DS: pd.to_datetime([r.ts for r in records]),
-            Y: [r.y for r in records],
-        }
+    if rows.height == 0:
+        return pd.DataFrame(
+            {
+                UNIQUE_ID: pd.Series(dtype=object),
+                DS: pd.Series(dtype="datetime64[ns]"),
+                Y: pd.Series(dtype="float64"),
+            }
+        )
+    panel = rows.select(
+        pl.col(UNIQUE_ID),
+        pl.col(DS).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns"),
+        pl.col(Y).cast(pl.Float64),
     )
-    return _with_driver_columns(panel, [r.drivers for r in records])
+    if rows["drivers"].str.len_bytes().max() > 2:  # some row has more than "{}"
+        drivers = rows["drivers"].str.json_decode(infer_schema_length=None).struct.unnest()
+        panel = panel.hstack(drivers.select(pl.all().cast(pl.Float64)))
+    return panel.to_pandas()
 
 
 def _with_driver_columns(frame: pd.DataFrame, drivers: list[dict]) -> pd.DataFrame:
