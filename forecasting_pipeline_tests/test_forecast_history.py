@@ -4,6 +4,10 @@ other families' rows intact."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pandas as pd
 import pytest
 from dagster import AssetKey
@@ -18,6 +22,25 @@ FIRST_WINDOW, SECOND_WINDOW = "2016-10-23", "2016-10-30"
 SPLIT = "2016-10-24"  # the first delivery ends on Sunday 2016-10-23 23:00
 FAMILIES = {"global_model_config": TINY_GLOBAL_MODEL, "search_config": {"families": []}}
 LOCAL = {"families": ["SeasonalNaive"]}
+
+# One process fitting one local family for a window: two of these run at the same time.
+FIT_ONE_FAMILY = textwrap.dedent(
+    """
+    import sys
+    from dagster import AssetKey, DagsterInstance
+    from forecasting_pipeline.definitions import defs
+
+    window, family = sys.argv[1:3]
+    result = defs.resolve_job_def("train_models").execute_in_process(
+        instance=DagsterInstance.get(),
+        partition_key=window,
+        asset_selection=[AssetKey("local_models")],
+        run_config={"ops": {"local_models": {"config": {"families": [family]}}}},
+        raise_on_error=False,
+    )
+    sys.exit(0 if result.success else 1)
+    """
+)
 
 
 def _rows(db_engine) -> pd.DataFrame:
@@ -94,3 +117,19 @@ def test_adding_a_family_leaves_the_other_families_rows_intact(history, instance
     assert len(theta) == 2 * 24 and set(theta["cutoff"]) == {pd.Timestamp("2016-10-31 23:00")}
     untouched = after[after["model_name"] != "AutoTheta"].reset_index(drop=True)
     pd.testing.assert_frame_equal(untouched, before)
+
+
+def test_two_runs_for_different_families_of_one_window_run_at_once_without_mixing(history, db_engine):
+    before = _rows(db_engine)
+    families = ("AutoETS", "ADIDA")
+    workers = [
+        subprocess.Popen([sys.executable, "-c", FIT_ONE_FAMILY, SECOND_WINDOW, family]) for family in families
+    ]
+    assert [worker.wait(timeout=600) for worker in workers] == [0, 0]
+    after = _rows(db_engine)
+    written = after[after["model_name"].isin(families)]
+    assert written.groupby("model_name").size().to_dict() == {family: 2 * 24 for family in families}
+    # Each family's rows come from its own run, and nothing else changed.
+    assert written.groupby("model_name")["dagster_run_id"].nunique().to_dict() == dict.fromkeys(families, 1)
+    assert written["dagster_run_id"].nunique() == 2
+    pd.testing.assert_frame_equal(after[~after["model_name"].isin(families)].reset_index(drop=True), before)
