@@ -61,7 +61,7 @@ def exogenous_inputs(
     """(historical, future, future frame) drivers for a family, as the dataset declared them.
 
     Future-known drivers go in as future inputs when their values cover every series' horizon
-    (a past window, or future rows landed ahead); otherwise, and for families without future
+    (a past window, whose next days are stored); otherwise, and for families without future
     inputs, they are used as historical inputs, which needs no values ahead.
     """
     drivers = task.drivers
