@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from dagster import AssetKey, BackfillPolicy
 
@@ -86,16 +87,25 @@ def test_dagster_definitions_validate_passes(deployment):
 
 
 def test_code_versions_are_derived_from_the_code_that_computes_each_asset():
-    from forecasting_pipeline.assets import training
-    from forecasting_pipeline.assets.conventions import derive_code_version
+    from forecasting_pipeline.assets import training, tuning
+    from forecasting_pipeline.assets.conventions import _code_parts, derive_code_version
 
     versions = {name: defs.resolve_assets_def(name).code_versions_by_key[AssetKey(name)] for name in SLICE}
     assert len(set(versions.values())) == len(SLICE), versions
     assert "0.1.0" not in versions.values()
     body = training.global_models.op.compute_fn.decorated_fn
     assert versions["global_models"] == derive_code_version(body)
-    # A change in configuration that acts like code (the catalog) gives another version.
-    assert derive_code_version(body, "another catalog") != versions["global_models"]
+    assert derive_code_version(body, "anything else") != versions["global_models"]
+    # What counts: the body, the helpers of its module it reaches, the package modules they use.
+    sources, modules = _code_parts(body)
+    assert any("def _train_neural(" in source for source in sources)
+    assert {"forecasting_pipeline.modeling.fitting", "forecasting_pipeline.storage.predictions"} <= {
+        module.__name__ for module in modules
+    }
+    # Modules an asset imports lazily (to keep Optuna out of definitions loading) count too.
+    search_source = Path(tuning.__file__).parent.parent.joinpath("modeling", "search.py").read_text()
+    tune_body = tuning.hyperparameter_search.op.compute_fn.decorated_fn
+    assert versions["hyperparameter_search"] == derive_code_version(tune_body, search_source)
 
 
 def test_the_gpu_pool_limit_comes_from_configuration_and_is_never_reset(instance, deployment):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import inspect
 import sys
-from collections.abc import Callable, Iterator
-from types import CodeType, ModuleType
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from dagster import AssetExecutionContext, BackfillPolicy, asset
@@ -28,36 +31,56 @@ GPU_OP_TAGS: dict[str, Any] = {
 }
 
 
-def _referenced_names(code: CodeType) -> Iterator[str]:
-    yield from code.co_names
-    for constant in code.co_consts:
-        if isinstance(constant, CodeType):
-            yield from _referenced_names(constant)
+def _code_parts(fn: Callable[..., Any]) -> tuple[list[str], list[ModuleType]]:
+    """Sources of the asset body and of the same-module helpers it reaches, and the other
+    package modules any of them uses directly.
 
-
-def _helper_modules(fn: Callable[..., Any]) -> list[ModuleType]:
-    """Package modules whose functions or classes the asset body uses directly."""
-    own = sys.modules.get(fn.__module__)
+    Read from the module's syntax tree, not its namespace: the asset is decorated before the
+    helpers defined below it exist as objects.
+    """
+    own = sys.modules[fn.__module__]
+    text = inspect.getsource(own)
+    tree = ast.parse(text)
+    definitions = {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }
+    sources: dict[str, str] = {}
+    referenced: set[str] = set()
+    pending = [fn.__name__]
+    while pending:
+        name = pending.pop()
+        if name in sources or name not in definitions:
+            continue
+        sources[name] = ast.get_source_segment(text, definitions[name]) or ""
+        names = {node.id for node in ast.walk(definitions[name]) if isinstance(node, ast.Name)}
+        referenced |= names
+        pending.extend(names)
     modules: dict[str, ModuleType] = {}
-    for name in _referenced_names(fn.__code__):
-        value = fn.__globals__.get(name)
+    for name in referenced - set(definitions):
+        value = vars(own).get(name)
         module = value if isinstance(value, ModuleType) else inspect.getmodule(value) if value else None
         if module is not None and module is not own and module.__name__.startswith(PACKAGE):
             modules[module.__name__] = module
-    return [modules[name] for name in sorted(modules)]
+    return [sources[name] for name in sorted(sources)], [modules[name] for name in sorted(modules)]
 
 
 def derive_code_version(fn: Callable[..., Any], *extra: str) -> str:
-    """A digest of the asset's own source and of the package modules it calls directly.
+    """A digest of the asset's source, the helpers of its module it uses, and the package
+    modules they call directly.
 
-    Editing the function, or a helper module it uses (fitting, storage, catalog builders),
-    changes the version, so Dagster marks the asset's materializations stale in the UI.
-    Modules reached only through other modules are not followed: a deliberate bound, so a
+    Editing the function, a helper it calls, or a module it uses (fitting, storage, catalog
+    builders) changes the version, so Dagster marks the asset's materializations stale in the
+    UI. Modules reached only through other modules are not followed: a deliberate bound, so a
     change to a shared utility does not mark every asset stale. `extra` adds anything else
     that should move the version with it.
     """
-    digest = hashlib.sha256(inspect.getsource(fn).encode())
-    for module in _helper_modules(fn):
+    sources, modules = _code_parts(fn)
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.encode())
+    for module in modules:
         digest.update(module.__name__.encode())
         digest.update(inspect.getsource(module).encode())
     for item in extra:
@@ -65,19 +88,29 @@ def derive_code_version(fn: Callable[..., Any], *extra: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def pipeline_asset(**asset_kwargs: Any) -> Callable[..., Any]:
+def _module_source(name: str) -> str:
+    """A module's source read from its file, without importing it (it may be heavy)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"no source for module {name}")
+    return Path(spec.origin).read_text(encoding="utf-8")
+
+
+def pipeline_asset(*, lazy_modules: tuple[str, ...] = (), **asset_kwargs: Any) -> Callable[..., Any]:
     """`@asset` with the platform's defaults.
 
     A backfill over many partitions is one run that computes them all, vectorized
     (`context.partition_keys`), never a run per key; frames go through the partition-aware
-    Parquet IO manager; the code version is derived from the code that computes the asset.
+    Parquet IO manager; the code version is derived from the code that computes the asset,
+    including `lazy_modules`: package modules the asset imports inside its body (to keep heavy
+    libraries out of definitions loading), whose source is read without importing them.
     """
 
     def decorate(fn: Callable[..., Any]) -> Any:
         defaults = {
             "backfill_policy": BackfillPolicy.single_run(),
             "io_manager_key": PARQUET_IO_MANAGER,
-            "code_version": derive_code_version(fn),
+            "code_version": derive_code_version(fn, *map(_module_source, lazy_modules)),
         }
         return asset(**{**defaults, **asset_kwargs})(fn)
 

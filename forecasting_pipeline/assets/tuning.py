@@ -18,13 +18,6 @@ from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_sh
 from forecasting_pipeline.modeling.catalog import FamilySpec
 from forecasting_pipeline.modeling.fitting import recent_history
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_tasks
-from forecasting_pipeline.modeling.search import (
-    SearchBudget,
-    optuna_storage,
-    previous_window_study,
-    run_study,
-    study_name,
-)
 from forecasting_pipeline.modeling.tuning import local_objective, neural_objective, neural_pruner
 from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import date_partitions
@@ -54,6 +47,7 @@ class SearchConfig(Config):
 
 
 @pipeline_asset(
+    lazy_modules=("forecasting_pipeline.modeling.search",),
     partitions_def=date_partitions,
     group_name="training",
     pool=GPU_POOL,
@@ -69,13 +63,15 @@ def hyperparameter_search(
     model_catalog: ModelCatalogResource,
 ) -> MaterializeResult:
     """Tune every searchable family on each frequency group of the window."""
+    from forecasting_pipeline.modeling import search  # imports Optuna: only when studies run
+
     catalog = model_catalog.catalog()
     families = [
         spec
         for spec in (*catalog.neural(config.families), *catalog.local(config.families))
         if spec.search_space
     ]
-    storage = optuna_storage(database.url)
+    storage = search.optuna_storage(database.url)
     studies: list[dict[str, Any]] = []
     for window, panel in training_panel.items():
         for task in group_tasks(window, panel, model_catalog.horizon):
@@ -129,16 +125,18 @@ def _tune(
             horizon=task.horizon,
             n_jobs=model_catalog.statsforecast_n_jobs,
         )
-    name = study_name(spec.name, task.group, task.window)
-    budget = SearchBudget(config.trials, config.timeout_seconds, config.warm_start_trials)
+    from forecasting_pipeline.modeling import search
+
+    name = search.study_name(spec.name, task.group, task.window)
+    budget = search.SearchBudget(config.trials, config.timeout_seconds, config.warm_start_trials)
     with measure(device) as usage:
-        outcome = run_study(
+        outcome = search.run_study(
             storage,
             name,
             objective,
             budget,
             seed=config.seed,
-            previous_study=previous_window_study(storage, spec.name, task.group, task.window),
+            previous_study=search.previous_window_study(storage, spec.name, task.group, task.window),
             pruner=pruner,
             run_tag=context.run_id,
         )
