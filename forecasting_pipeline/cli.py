@@ -53,18 +53,24 @@ def _quiet_libraries() -> None:
     """Keep the terminal for our progress lines; the runs' own logs stay in the Dagster UI."""
     import warnings
 
+    # MLflow reads its log level when first imported (inside a training step).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|val_check_steps|XDG_RUNTIME_DIR).*")
 
 
 def _quiet_training_logs() -> None:
-    """Lightning resets its loggers to INFO on import, so lower them after importing it."""
+    """Lightning and Optuna set their loggers to INFO on import, so lower them after importing."""
     import logging
 
     import pytorch_lightning  # noqa: F401 - imported for its logger side effect
 
     for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import optuna  # its trial lines would interleave with ours; studies are summarized per step
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @click.group()
