@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
+import polars as pl
 from sqlalchemy import Connection
 
 from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape
+from forecasting_pipeline.modeling.fitting import recent_history
 from forecasting_pipeline.modeling.forecast_frame import future_grid, last_timestamps
 from forecasting_pipeline.modeling.frequency_groups import GroupTask
 from forecasting_pipeline.modeling.usage import Usage
@@ -42,6 +44,13 @@ def neural_shape(
         hist_exog=tuple(hist_exog),
         futr_exog=tuple(futr_exog),
     )
+
+
+def local_history(task: GroupTask, model_catalog: ModelCatalogResource) -> pd.DataFrame:
+    """The recent history local families see: the group's `local_history_seasons` per series."""
+    seasons = model_catalog.group(task.group).local_history_seasons
+    points = seasons * task.season if seasons else None
+    return recent_history(pl.from_pandas(task.panel), points).to_pandas()
 
 
 def _future_frame(conn: Connection, task: GroupTask, names: list[str]) -> pd.DataFrame | None:

@@ -24,13 +24,17 @@ from forecasting_pipeline.assets.conventions import (
     pipeline_asset,
 )
 from forecasting_pipeline.assets.ingest import observation_history
-from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape, resource_stat
+from forecasting_pipeline.assets.model_inputs import (
+    exogenous_inputs,
+    local_history,
+    neural_shape,
+    resource_stat,
+)
 from forecasting_pipeline.modeling.catalog import FamilySpec, neural_params
 from forecasting_pipeline.modeling.fitting import (
     fit_local_families,
     fit_neural_model,
     predict_neural,
-    recent_history,
 )
 from forecasting_pipeline.modeling.forecast_frame import (
     catalog_forecast_frame,
@@ -390,10 +394,7 @@ def _fit_local_group(
     database: DatabaseResource,
     model_catalog: ModelCatalogResource,
 ) -> dict[str, Any]:
-    seasons = model_catalog.group(task.group).local_history_seasons
-    history = recent_history(
-        pl.from_pandas(task.panel), seasons * task.season if seasons else None
-    ).to_pandas()
+    history = local_history(task, model_catalog)
     with database.transaction() as conn:
         tuned = tuned_params(conn, task.window, task.group, [f.name for f in families])
         data_version = _data_version(conn, task.window)

@@ -9,14 +9,17 @@ previous window's best parameters. The best parameters land in `forecasting.expe
 from typing import Any
 
 import pandas as pd
-import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from forecasting_pipeline.assets.conventions import GPU_OP_TAGS, GPU_POOL, note_run, pipeline_asset
-from forecasting_pipeline.assets.model_inputs import exogenous_inputs, neural_shape, resource_stat
+from forecasting_pipeline.assets.model_inputs import (
+    exogenous_inputs,
+    local_history,
+    neural_shape,
+    resource_stat,
+)
 from forecasting_pipeline.modeling.catalog import FamilySpec
-from forecasting_pipeline.modeling.fitting import recent_history
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_tasks
 from forecasting_pipeline.modeling.tuning import local_objective, neural_objective, neural_pruner
 from forecasting_pipeline.modeling.usage import measure
@@ -115,10 +118,8 @@ def _tune(
     else:
         device = "cpu"
         pruner = None  # a one-fold backtest reports no intermediate values
-        seasons = model_catalog.group(task.group).local_history_seasons
-        history = recent_history(pl.from_pandas(task.panel), seasons * task.season if seasons else None)
         objective = local_objective(
-            history.to_pandas(),
+            local_history(task, model_catalog),
             spec,
             freq=task.freq,
             season=task.season,
