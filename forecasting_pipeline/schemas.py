@@ -6,7 +6,10 @@ them as they are; the database calls the same id `series_id`.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pandas as pd
+import polars as pl
 
 UNIQUE_ID = "unique_id"
 DS = "ds"
@@ -51,24 +54,12 @@ class SchemaError(ValueError):
     """A frame at an asset boundary lacks columns its consumers rely on."""
 
 
-def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+Frame = TypeVar("Frame", pd.DataFrame, pl.DataFrame)
+
+
+def require_columns(frame: Frame, columns: tuple[str, ...], what: str) -> Frame:
     """Fail at the boundary with the missing names, not deep inside a model library."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SchemaError(f"{what} lacks columns {missing}; has {list(frame.columns)}")
     return frame
-
-
-def empty_forecast_frame() -> pd.DataFrame:
-    return (
-        pd.DataFrame({column: pd.Series(dtype="float64") for column in FORECAST_COLUMNS})
-        .astype(
-            {
-                UNIQUE_ID: "object",
-                "model_name": "object",
-                "model_version": "object",
-                "step": "int64",
-            }
-        )
-        .astype({DS: "datetime64[ns]", "cutoff": "datetime64[ns]"})
-    )

@@ -97,12 +97,11 @@ def training_panel(
         note_run(context, conn)
         for window in context.partition_keys:
             observed = read_panel(conn, until=window_bounds(window).end)
-            if observed.empty:
-                panels[window] = observed
+            if observed.height == 0:
+                panels[window] = observed.to_pandas()
                 continue
-            frame = pl.from_pandas(observed)
-            frequencies = stored_frequencies(conn, frame[UNIQUE_ID].unique().to_list())
-            grouped = group_panel(frame, frequencies, catalog)
+            frequencies = stored_frequencies(conn, observed[UNIQUE_ID].unique().to_list())
+            grouped = group_panel(observed, frequencies, catalog)
             record_exclusions(conn, window, grouped.excluded, context.run_id)
             panels[window] = grouped.panel.to_pandas()
             by_group = grouped.panel.group_by("freq_group").agg(pl.col(UNIQUE_ID).n_unique().alias("series"))
@@ -113,12 +112,24 @@ def training_panel(
                     "set_aside": grouped.excluded.height,
                 }
             )
-            for row in grouped.excluded.head(20).iter_rows(named=True):
-                context.log.warning(
-                    f"window {window}: {row[UNIQUE_ID]} set aside ({row['reason']}): {row['detail']}"
-                )
+            if grouped.excluded.height:
+                context.log.warning(f"window {window}: set aside {_examples_by_reason(grouped.excluded)}")
     context.add_output_metadata({"groups": MetadataValue.json(summary)})
     return panels
+
+
+def _examples_by_reason(excluded: pl.DataFrame) -> str:
+    """'too_short: 12 series (a: 2 observations; …)' per reason, a few examples each."""
+    by_reason = (
+        excluded.group_by("reason", maintain_order=True)
+        .agg(pl.len().alias("series"), pl.format("{}: {}", UNIQUE_ID, "detail").head(3).alias("examples"))
+        .select(
+            pl.format("{}: {} series ({})", "reason", "series", pl.col("examples").list.join("; ")).alias(
+                "text"
+            )
+        )
+    )
+    return "; ".join(by_reason["text"].to_list())
 
 
 class GlobalModelConfig(Config):

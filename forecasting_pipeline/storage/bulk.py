@@ -38,6 +38,21 @@ def copy_frame(conn: Connection, qualified_table: str, frame: pl.DataFrame, colu
     return frame.height
 
 
+def copy_into_scratch(
+    conn: Connection, scratch: str, like_table: str, frame: pl.DataFrame, columns: Sequence[str]
+) -> int:
+    """COPY `frame` into an empty transaction-local table shaped like `like_table`.
+
+    The set-based upsert that follows (`INSERT … SELECT … ON CONFLICT`) then touches the target
+    once, whatever the number of rows. `scratch` and `like_table` are module constants.
+    """
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {scratch} (LIKE {like_table} INCLUDING DEFAULTS) ON COMMIT DROP"
+    )
+    conn.exec_driver_sql(f"TRUNCATE {scratch}")
+    return copy_frame(conn, scratch, frame, columns)
+
+
 def copy_query(conn: Connection, query: str, params: Sequence[object] = ()) -> pl.DataFrame:
     """Run `query` (`%s` placeholders bound by the driver) through COPY and read it with polars.
 

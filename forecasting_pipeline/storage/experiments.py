@@ -37,21 +37,6 @@ def record_exclusions(conn: Connection, window: str, excluded: pl.DataFrame, run
     return copy_frame(conn, f"{SCHEMA}.{FORECAST_EXCLUSIONS}", rows, _EXCLUSION_COLUMNS)
 
 
-def exclusions(conn: Connection, window: str) -> pl.DataFrame:
-    result = conn.execute(
-        text(
-            f"SELECT series_id, freq_group, reason, detail FROM {SCHEMA}.{FORECAST_EXCLUSIONS} "
-            "WHERE window_key = :w ORDER BY series_id"
-        ),
-        {"w": window},
-    )
-    return pl.DataFrame(
-        [tuple(row) for row in result],
-        schema=["series_id", "freq_group", "reason", "detail"],
-        orient="row",
-    )
-
-
 @dataclass(frozen=True)
 class ExperimentRecord:
     study_name: str

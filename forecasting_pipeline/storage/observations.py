@@ -358,7 +358,20 @@ def history_versions(conn: Connection, windows: Sequence[str]) -> list[HistoryVe
     return [HistoryVersion(r.window_key, r.version, int(r.series), int(r.rows)) for r in rows]
 
 
-def read_panel(conn: Connection, until: datetime) -> pd.DataFrame:
+def _decoded(rows: pl.DataFrame, columns: dict[str, pl.Expr]) -> pl.DataFrame:
+    """COPY text rows with their JSONB `drivers` spread into one Float64 column per driver."""
+    frame = rows.select(**columns)
+    if rows.height and rows["drivers"].str.len_bytes().max() > 2:  # some row has more than "{}"
+        drivers = rows["drivers"].str.json_decode(infer_schema_length=None).struct.unnest()
+        frame = frame.hstack(drivers.select(pl.all().cast(pl.Float64)))
+    return frame
+
+
+_TIMESTAMP = pl.col(DS).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns")
+_PANEL_SCHEMA = pl.Schema({UNIQUE_ID: pl.Utf8, DS: pl.Datetime("ns"), Y: pl.Float64})
+
+
+def read_panel(conn: Connection, until: datetime) -> pl.DataFrame:
     """All series' observations before `until`, in long format with drivers as columns.
 
     Read in bulk (COPY into polars); `unique_id` is the series id as landed (not its partition
@@ -371,30 +384,8 @@ def read_panel(conn: Connection, until: datetime) -> pd.DataFrame:
         (until,),
     )
     if rows.height == 0:
-        return pd.DataFrame(
-            {
-                UNIQUE_ID: pd.Series(dtype=object),
-                DS: pd.Series(dtype="datetime64[ns]"),
-                Y: pd.Series(dtype="float64"),
-            }
-        )
-    panel = rows.select(
-        pl.col(UNIQUE_ID),
-        pl.col(DS).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns"),
-        pl.col(Y).cast(pl.Float64),
-    )
-    if rows["drivers"].str.len_bytes().max() > 2:  # some row has more than "{}"
-        drivers = rows["drivers"].str.json_decode(infer_schema_length=None).struct.unnest()
-        panel = panel.hstack(drivers.select(pl.all().cast(pl.Float64)))
-    return panel.to_pandas()
-
-
-def _with_driver_columns(frame: pd.DataFrame, drivers: list[dict]) -> pd.DataFrame:
-    """Spread each row's JSONB drivers into columns (none when no row has any)."""
-    if not drivers:
-        return frame
-    columns = pd.DataFrame.from_records(drivers, index=frame.index)
-    return pd.concat([frame, columns], axis=1) if not columns.empty else frame
+        return pl.DataFrame(schema=_PANEL_SCHEMA)
+    return _decoded(rows, {UNIQUE_ID: pl.col(UNIQUE_ID), DS: _TIMESTAMP, Y: pl.col(Y).cast(pl.Float64)})
 
 
 def read_future_drivers(conn: Connection, cutoffs: pd.Series, steps: int) -> pd.DataFrame:
@@ -404,26 +395,19 @@ def read_future_drivers(conn: Connection, cutoffs: pd.Series, steps: int) -> pd.
     rows exist (later windows' data): future-known drivers (a load forecast published ahead)
     can feed the window's forecast without using any later target value.
     """
-    result = conn.execute(
-        text(
-            f"""
-            SELECT series_id, ts, drivers FROM (
-                SELECT o.series_id, o.ts, o.drivers,
-                       row_number() OVER (PARTITION BY o.series_id ORDER BY o.ts) AS position
-                FROM unnest(CAST(:ids AS text[]), CAST(:cutoffs AS timestamp[])) AS c(series_id, cutoff)
-                JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = c.series_id AND o.ts > c.cutoff
-            ) ahead
-            WHERE position <= :steps
-            """
-        ),
-        {
-            "ids": [str(i) for i in cutoffs.index],
-            "cutoffs": [t.to_pydatetime() for t in pd.to_datetime(cutoffs)],
-            "steps": steps,
-        },
+    rows = copy_query(
+        conn,
+        f"""
+        SELECT series_id AS {UNIQUE_ID}, ts AS {DS}, drivers::text AS drivers FROM (
+            SELECT o.series_id, o.ts, o.drivers,
+                   row_number() OVER (PARTITION BY o.series_id ORDER BY o.ts) AS position
+            FROM unnest(%s::text[], %s::timestamp[]) AS c(series_id, cutoff)
+            JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = c.series_id AND o.ts > c.cutoff
+        ) ahead
+        WHERE position <= %s
+        """,
+        (cutoffs.index.astype(str).tolist(), pd.to_datetime(cutoffs).tolist(), steps),
     )
-    records = result.all()
-    frame = pd.DataFrame(
-        {UNIQUE_ID: [r.series_id for r in records], DS: pd.to_datetime([r.ts for r in records])}
-    )
-    return _with_driver_columns(frame, [r.drivers for r in records])
+    if rows.height == 0:
+        return pd.DataFrame({UNIQUE_ID: pd.Series(dtype=object), DS: pd.Series(dtype="datetime64[ns]")})
+    return _decoded(rows, {UNIQUE_ID: pl.col(UNIQUE_ID), DS: _TIMESTAMP}).to_pandas()

@@ -15,7 +15,7 @@ import polars as pl
 from sqlalchemy import Connection, text
 
 from forecasting_pipeline.schemas import FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
-from forecasting_pipeline.storage.bulk import copy_frame
+from forecasting_pipeline.storage.bulk import copy_into_scratch
 from forecasting_pipeline.storage.tables import FORECAST_EXCLUSIONS, PREDICTIONS, SCHEMA
 
 _KEY = ("series_id", "model_name", "cutoff", "step")
@@ -55,12 +55,7 @@ def store_predictions(conn: Connection, forecasts: pd.DataFrame | pl.DataFrame, 
     )
     if frame.height == 0:
         return 0
-    conn.exec_driver_sql(
-        f"CREATE TEMP TABLE IF NOT EXISTS _predictions_in (LIKE {SCHEMA}.{PREDICTIONS} INCLUDING DEFAULTS) "
-        "ON COMMIT DROP"
-    )
-    conn.exec_driver_sql("TRUNCATE _predictions_in")
-    copy_frame(conn, "_predictions_in", frame, _COLUMNS)
+    copy_into_scratch(conn, "_predictions_in", f"{SCHEMA}.{PREDICTIONS}", frame, _COLUMNS)
     columns = ", ".join(_COLUMNS)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c not in _KEY)
     conn.execute(

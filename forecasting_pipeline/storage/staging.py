@@ -17,7 +17,7 @@ import polars as pl
 from sqlalchemy import Connection, text
 
 from forecasting_pipeline.calendar import DateCalendar
-from forecasting_pipeline.storage.bulk import copy_frame
+from forecasting_pipeline.storage.bulk import copy_frame, copy_into_scratch
 from forecasting_pipeline.storage.tables import (
     DATA_QUALITY_RESULTS,
     LANDED_FILES,
@@ -127,12 +127,7 @@ def quarantine_rows(
         pl.lit(file_id, dtype=pl.Int64).alias("file_id"),
         pl.col("source_row").alias("line"),
     )
-    conn.exec_driver_sql(
-        f"CREATE TEMP TABLE IF NOT EXISTS _quarantine_in (LIKE {SCHEMA}.{QUARANTINE} INCLUDING DEFAULTS) "
-        "ON COMMIT DROP"
-    )
-    conn.exec_driver_sql("TRUNCATE _quarantine_in")
-    copy_frame(conn, "_quarantine_in", frame, QUARANTINE_COLUMNS)
+    copy_into_scratch(conn, "_quarantine_in", f"{SCHEMA}.{QUARANTINE}", frame, QUARANTINE_COLUMNS)
     columns = ", ".join(QUARANTINE_COLUMNS)
     return conn.execute(
         text(
