@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dagster import Definitions, EnvVar, colored_console_logger
 
+from forecasting_pipeline.assets.backtest import backtest_folds
 from forecasting_pipeline.assets.forecast import predictions
 from forecasting_pipeline.assets.ingest import observation_history, raw_observations
+from forecasting_pipeline.assets.selection import model_selection, promotions_confirmed
 from forecasting_pipeline.assets.training import global_models, local_models, training_panel
 from forecasting_pipeline.assets.tuning import hyperparameter_search
 from forecasting_pipeline.automation.jobs import JOBS
@@ -50,8 +52,11 @@ defs = Definitions(
         hyperparameter_search,
         global_models,
         local_models,
+        backtest_folds,
+        model_selection,
         predictions,
     ],
+    asset_checks=[promotions_confirmed],
     jobs=JOBS,
     resources=build_resources(load_settings()),
     # Only loggers named in a run's config are used; without any, Dagster's console default.

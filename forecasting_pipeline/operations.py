@@ -320,14 +320,16 @@ def forecast(
     global_model_config: Mapping[str, Any] | None = None,
     search_config: Mapping[str, Any] | None = None,
     local_model_config: Mapping[str, Any] | None = None,
+    backtest_config: Mapping[str, Any] | None = None,
+    selection_config: Mapping[str, Any] | None = None,
     show_steps: bool = False,
 ) -> ForecastSummary:
-    """Tune and train the window's families, then publish every series' forecasts.
+    """Tune and train the window's families, then backtest, select champions and publish.
 
     In the training run the local families do not depend on the neural ones, so they forecast
-    even when neural training failed; publication runs either way, and a training failure is
-    raised afterwards. The configs override fields of `GlobalModelConfig`, `SearchConfig` and
-    `LocalModelConfig`.
+    even when neural training failed; the backtest and publication run either way, and a
+    training failure is raised afterwards. The configs override fields of `GlobalModelConfig`,
+    `SearchConfig`, `LocalModelConfig`, `BacktestConfig` and `SelectionConfig`.
     """
     from forecasting_pipeline.automation import launch
 
@@ -344,7 +346,13 @@ def forecast(
     )
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    forecasted = launch.forecast_window(instance, window, series_keys, show_steps=show_steps)
+    forecasted = launch.forecast_window(
+        instance,
+        window,
+        series_keys,
+        run_config=_op_config(backtest_folds=backtest_config, model_selection=selection_config),
+        show_steps=show_steps,
+    )
     _check(trained, f"training for window {window}")
     _check(forecasted, f"forecasting for window {window}")
     return ForecastSummary(

@@ -52,6 +52,8 @@ from forecasting_pipeline.storage.embedded import with_psycopg2_driver  # noqa: 
 TINY_GLOBAL_MODEL = {"max_steps": 5, "input_size": 48, "batch_size": 8}
 # Two trials of five steps per study: the real Optuna loop in PostgreSQL, at test size.
 TINY_SEARCH = {"trials": 2, "trial_max_steps": 5}
+# Two folds per series, the neural family with the tiny training above.
+TINY_BACKTEST = {**TINY_GLOBAL_MODEL, "n_windows": 2}
 
 
 def land_and_ingest(deployment, instance):
@@ -84,6 +86,7 @@ def ingest_and_forecast(deployment, instance):
         series_keys(instance),
         global_model_config=TINY_GLOBAL_MODEL,
         search_config=TINY_SEARCH,
+        backtest_config=TINY_BACKTEST,
     )
     return ingested, forecasted
 

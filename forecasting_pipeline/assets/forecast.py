@@ -1,58 +1,89 @@
-"""`predictions`: the forecasts consumers read, per series × window, from every model family.
+"""`predictions`: each series' champion forecast with calibrated intervals, per series × window.
 
-The model assets write their forecasts into the forecast history themselves (in bulk, keyed by
-series, family, origin and step), so a family that fails takes nothing away from the others.
-This asset publishes the cell: it checks what the window's families produced for each series
-and reports it, and it is what a consumer's freshness and lineage hang on.
+Runs only after `promotions_confirmed` passed: it makes the window's confirmed decisions real
+(champion events, mirrored as the MLflow alias `champion`) and publishes the champions'
+forecasts to `forecasting.published_forecasts`. Every candidate's forecasts stay in
+`forecasting.predictions`.
 """
 
-from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue
+import polars as pl
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
 from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
-from forecasting_pipeline.partitions import SAME_WINDOW, series_date_partitions
+from forecasting_pipeline.assets.training import registered_name
+from forecasting_pipeline.partitions import series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.storage.catalog import series_by_partition_key
+from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
+from forecasting_pipeline.storage.catalog import series_by_window
+from forecasting_pipeline.storage.champions import (
+    apply_decisions,
+    champion_registry_versions,
+    publish_champions,
+    published_summary,
+)
 from forecasting_pipeline.storage.predictions import publication_summary
+
+CHAMPION_ALIAS = "champion"
 
 
 @pipeline_asset(
     partitions_def=series_date_partitions,
-    deps=[
-        AssetDep("global_models", partition_mapping=SAME_WINDOW),
-        AssetDep("local_models", partition_mapping=SAME_WINDOW),
-    ],
+    deps=["model_selection"],
     group_name="forecast",
-    kinds={"postgres"},
+    kinds={"postgres", "mlflow"},
 )
-def predictions(context: AssetExecutionContext, database: DatabaseResource) -> MaterializeResult:
-    """Every family's forecasts of the window for these series, with 80% and 95% intervals.
+def predictions(
+    context: AssetExecutionContext, database: DatabaseResource, mlflow_tracker: MlflowTrackerResource
+) -> MaterializeResult:
+    """The champion's forecast of every series, with 80% and 95% intervals and its provenance.
 
-    Reads `forecasting.predictions` (the history; `forecasting.current_predictions` is each
-    series' newest origin per family). Series set aside by the window are listed with their
-    reason; a series with neither forecasts nor a reason is reported as missing.
+    Intervals are the champion's own where they covered within 5 points of nominal on the
+    held-out backtest fold, else conformal (yhat ± quantile of scaled fold residuals × the
+    series' scale). Series set aside by the window are counted with their reason; a series with
+    neither a published forecast nor a reason is reported as missing.
     """
-    cells = [str(key).split("|", 1) for key in context.partition_keys]
-    windows = sorted({window for window, _ in cells})
     with database.transaction() as conn:
         note_run(context, conn)
-        ids = series_by_partition_key(conn, sorted({key for _, key in cells}))
-        series_ids = sorted(set(ids.values()))
-        published = publication_summary(conn, windows, series_ids)
-    missing = len(series_ids) - published.covered - sum(published.set_aside.values())
-    table = "\n".join(
-        ["| family | series | rows | newest origin |", "|---|---|---|---|"]
-        + [
-            f"| {f['model_name']} | {f['series']} | {f['rows']} | {f['newest_origin']} |"
-            for f in published.families
-        ]
-    )
+        by_window = series_by_window(conn, context.partition_keys)
+        windows = list(by_window)
+        series_ids = sorted({s for ids in by_window.values() for s in ids})
+        events = apply_decisions(conn, windows, series_ids, context.run_id)
+        rows = publish_champions(conn, windows, series_ids, context.run_id)
+        published = published_summary(conn, windows, series_ids)
+        candidates = publication_summary(conn, windows, series_ids)
+        registered = champion_registry_versions(conn, windows, series_ids)
+    for version in registered:
+        mlflow_tracker.point_alias(
+            registered_name(version["model_name"], version["freq_group"]),
+            version["registry_version"],
+            CHAMPION_ALIAS,
+        )
+    covered = published["series_id"].n_unique() if published.height else 0
+    missing = len(series_ids) - covered - sum(candidates.set_aside.values())
     if missing > 0:
-        context.log.warning(f"{missing} series have no forecast and no recorded reason in {windows}")
+        context.log.warning(
+            f"{missing} series have no published forecast and no recorded reason in {windows}"
+        )
+    champions = (
+        published.group_by("model_name", "interval_method").agg(
+            pl.col("series_id").n_unique().alias("series")
+        )
+        if published.height
+        else published
+    )
     return MaterializeResult(
         metadata={
-            "families": MetadataValue.md(table),
-            "series_with_forecasts": published.covered,
-            "series_set_aside": MetadataValue.json(published.set_aside),
+            "champions": MetadataValue.md(
+                "| champion | intervals | series |\n|---|---|---|\n"
+                + "\n".join(f"| {m} | {i} | {n} |" for m, i, n in champions.sort("model_name").iter_rows())
+            ),
+            "published_rows": rows,
+            "champion_changes": events,
+            "series_published": covered,
+            "series_set_aside": MetadataValue.json(candidates.set_aside),
             "series_missing": max(missing, 0),
+            "candidates_stored": MetadataValue.json(
+                {f["model_name"]: f["series"] for f in candidates.families}
+            ),
         }
     )

@@ -5,14 +5,15 @@ Shared by tuning and training, so a tuned configuration is trained on exactly th
 was tuned on.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import polars as pl
 from sqlalchemy import Connection
 
-from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape
+from forecasting_pipeline.modeling.catalog import FamilySpec, NeuralShape, neural_params
 from forecasting_pipeline.modeling.fitting import recent_history
 from forecasting_pipeline.modeling.forecast_frame import future_grid, last_timestamps
 from forecasting_pipeline.modeling.frequency_groups import GroupTask
@@ -84,6 +85,49 @@ def exogenous_inputs(
         futr = known_ahead if futr_df is not None else []
     hist = [d for d in drivers if d not in futr] if spec.accepts.historical_exogenous else []
     return hist, futr, futr_df
+
+
+@dataclass(frozen=True)
+class NeuralRecipe:
+    """Everything a neural family is built and fed with for one group: training and backtests
+    use the same recipe, so a backtest scores the configuration that forecasts."""
+
+    params: dict[str, Any]
+    shape: NeuralShape
+    futr_df: pd.DataFrame | None  # future-known drivers over the horizon, when used
+
+
+def neural_recipe(
+    conn: Connection,
+    task: GroupTask,
+    spec: FamilySpec,
+    tuned: Mapping[str, Any] | None,
+    model_catalog: ModelCatalogResource,
+    *,
+    max_steps: int,
+    seed: int,
+    trainer_kwargs: dict[str, Any],
+    input_size: int | None = None,
+    batch_size: int | None = None,
+) -> NeuralRecipe:
+    """The catalog's defaults overlaid by tuned values and run overrides, with the drivers."""
+    params = neural_params(spec, tuned)
+    if batch_size:
+        params["batch_size"] = batch_size
+    if input_size:
+        params.pop("input_size_multiplier", None)
+    hist, futr, futr_df = exogenous_inputs(conn, task, spec)
+    shape = neural_shape(
+        task,
+        model_catalog,
+        max_steps=max_steps,
+        seed=seed,
+        trainer_kwargs=trainer_kwargs,
+        input_size=input_size,
+        hist_exog=hist,
+        futr_exog=futr,
+    )
+    return NeuralRecipe(params, shape, futr_df)
 
 
 def resource_stat(

@@ -6,6 +6,7 @@ training.
 """
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,11 @@ from forecasting_pipeline.assets.conventions import (
 )
 from forecasting_pipeline.assets.ingest import observation_history
 from forecasting_pipeline.assets.model_inputs import (
-    exogenous_inputs,
     local_history,
-    neural_shape,
+    neural_recipe,
     resource_stat,
 )
-from forecasting_pipeline.modeling.catalog import FamilySpec, neural_params
+from forecasting_pipeline.modeling.catalog import FamilySpec
 from forecasting_pipeline.modeling.fitting import (
     fit_local_families,
     fit_neural_model,
@@ -144,6 +144,9 @@ class GlobalModelConfig(Config):
     )
     batch_size: int | None = Field(default=None, gt=0, description="Overrides the catalog and tuning.")
     seed: int = Field(default=1)
+    deadline: float | None = Field(
+        default=None, description="Unix time after which no further neural family starts (a preset's budget)."
+    )
 
 
 def _lineage_columns(forecast: pd.DataFrame, task: GroupTask, model_ids: dict[str, int]) -> pl.DataFrame:
@@ -193,16 +196,22 @@ def global_models(
     )
     trained: list[dict[str, Any]] = []
     failures: list[str] = []
+    skipped: list[str] = []
     for window, panel in training_panel.items():
         for task in group_tasks(window, panel, model_catalog.horizon):
             with database.transaction() as conn:
                 tuned = tuned_params(conn, window, task.group, [f.name for f in families])
             for spec in families:
+                if config.deadline is not None and time.time() > config.deadline:
+                    skipped.append(f"{spec.name}/{task.group}/{window}")
+                    continue
                 try:
                     trained.append(_train_neural(step, task, spec, tuned.get(spec.name)))
                 except Exception as exc:
                     failures.append(f"{spec.name}/{task.group}/{window}: {type(exc).__name__}: {exc}")
                     context.log.error(f"window {window}: {spec.name} on {task.group} failed: {exc}")
+    if skipped:
+        context.log.warning(f"time budget spent: not trained {', '.join(skipped)}")
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {len(failures) + len(trained)} trainings failed: " + "; ".join(failures)
@@ -212,6 +221,7 @@ def global_models(
             "models": MetadataValue.md(_models_table(trained)) if trained else "none",
             "device": device,
             "forecast_rows": sum(t["forecast rows"] for t in trained),
+            "skipped_for_time_budget": MetadataValue.json(skipped),
         }
     )
 
@@ -246,27 +256,24 @@ def _train_neural(
         step.mlflow_tracker,
         step.trainer_kwargs,
     )
-    params = neural_params(spec, tuned)
-    if config.batch_size:
-        params["batch_size"] = config.batch_size
-    if config.input_size:
-        params.pop("input_size_multiplier", None)
     with database.transaction() as conn:
-        hist, futr, futr_df = exogenous_inputs(conn, task, spec)
+        recipe = neural_recipe(
+            conn,
+            task,
+            spec,
+            tuned,
+            model_catalog,
+            max_steps=config.max_steps,
+            seed=config.seed,
+            trainer_kwargs=trainer_kwargs,
+            input_size=config.input_size,
+            batch_size=config.batch_size,
+        )
         data_version = _data_version(conn, task.window)
-    shape = neural_shape(
-        task,
-        model_catalog,
-        max_steps=config.max_steps,
-        seed=config.seed,
-        trainer_kwargs=trainer_kwargs,
-        input_size=config.input_size,
-        hist_exog=hist,
-        futr_exog=futr,
-    )
+    params, shape = recipe.params, recipe.shape
     with measure(device) as usage:
         fit = fit_neural_model(task.panel, spec, params, shape, task.freq)
-        raw = predict_neural(fit, futr_df)
+        raw = predict_neural(fit, recipe.futr_df)
     version = model_version(task.group, task.window, context.run_id)
     recorded_params = {
         **params,
@@ -274,8 +281,8 @@ def _train_neural(
         "input_size": int(params.get("input_size_multiplier", 0)) * task.horizon or shape.input_size,
         "max_steps": shape.max_steps,
         "freq": task.freq,
-        "hist_exog": hist,
-        "futr_exog": futr,
+        "hist_exog": list(shape.hist_exog),
+        "futr_exog": list(shape.futr_exog),
         "seed": shape.seed,
     }
     lineage = {

@@ -35,9 +35,10 @@ train_job = define_asset_job(
 
 forecast_job = define_asset_job(
     name="publish_forecasts",
-    selection=AssetSelection.assets("predictions"),
+    selection=AssetSelection.assets("backtest_folds", "model_selection", "predictions"),
     partitions_def=series_date_partitions,
-    description="Publish every family's forecasts per series × window.",
+    description="Backtest every candidate, choose champions through the blocking promotion check and "
+    "publish their calibrated forecasts, per series × window.",
 )
 
 JOBS = [ingest_job, history_job, train_job, forecast_job]

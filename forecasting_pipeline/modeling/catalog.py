@@ -187,9 +187,22 @@ class GroupSpec(_Strict):
     local_history_seasons: int | None = Field(default=50, gt=0)
 
 
+class PresetSpec(_Strict):
+    """What a preset run tries and how long it may take (`presets` in the catalog YAML)."""
+
+    description: str
+    families: Literal["enabled", "all"] | list[str]
+    trials: int = Field(ge=0)
+    max_steps: int = Field(gt=0)
+    n_windows: int = Field(ge=1)
+    ensembles: bool = True
+    time_budget_minutes: float = Field(gt=0)
+
+
 class ModelCatalog(_Strict):
     families: dict[str, FamilySpec]
     frequency_groups: dict[str, GroupSpec]
+    presets: dict[str, PresetSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +237,20 @@ class ModelCatalog(_Strict):
                     f"({', '.join(conformal)}) need"
                 )
         return self
+
+    def preset(self, name: str) -> PresetSpec:
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; catalog has {sorted(self.presets)}") from None
+
+    def preset_families(self, preset: PresetSpec) -> list[str]:
+        """The family names a preset runs, checked against the catalog."""
+        if preset.families == "all":
+            return sorted(self.families)
+        if preset.families == "enabled":
+            return sorted(name for name, spec in self.families.items() if spec.enabled)
+        return [self.family(name).name for name in preset.families]
 
     def family(self, name: str) -> FamilySpec:
         try:

@@ -16,6 +16,7 @@ import polars as pl
 from forecasting_pipeline.schemas import (
     DS,
     FORECAST_COLUMNS,
+    INTERVAL_COLUMNS,
     INTERVAL_LEVELS,
     UNIQUE_ID,
     lower_column,
@@ -132,3 +133,44 @@ def restamp(frame: pd.DataFrame, series_freq: pl.DataFrame, model_freq: str) -> 
         dated = frame.loc[rows, [UNIQUE_ID, "step"]].merge(grid, on=[UNIQUE_ID, "step"], how="left")
         frame.loc[rows, DS] = dated[DS].to_numpy()
     return frame
+
+
+# A backtest fold frame: one row per series, candidate, fold cutoff and step, with the actual.
+FOLD_COLUMNS: tuple[str, ...] = (
+    UNIQUE_ID,
+    "model_name",
+    "cutoff",
+    DS,
+    "step",
+    "y",
+    "yhat",
+    *INTERVAL_COLUMNS,
+)
+
+
+def fold_frame(raw: pd.DataFrame, spec: _CatalogEntry) -> pl.DataFrame:
+    """Normalize a library's `cross_validation` output (wide, with `cutoff` and `y`) to folds.
+
+    Steps count from each fold's own cutoff per series, so ragged series and any step size
+    line up by horizon step.
+    """
+    frame = raw.reset_index() if UNIQUE_ID not in raw.columns else raw
+    bounds = tuple(f"{spec.name}-{side}-{level}" for level in INTERVAL_LEVELS for side in ("lo", "hi"))
+    require_columns(frame, (UNIQUE_ID, DS, "cutoff", "y", spec.point_column, *bounds), f"{spec.name} folds")
+    out = pd.DataFrame(
+        {
+            UNIQUE_ID: frame[UNIQUE_ID].astype(str),
+            "cutoff": pd.to_datetime(frame["cutoff"]),
+            DS: pd.to_datetime(frame[DS]),
+            "y": frame["y"].astype("float64"),
+            "yhat": frame[spec.point_column].astype("float64"),
+        }
+    )
+    for level in INTERVAL_LEVELS:
+        out[lower_column(level)] = frame[f"{spec.name}-lo-{level}"].astype("float64")
+        out[upper_column(level)] = frame[f"{spec.name}-hi-{level}"].astype("float64")
+    _rearrange_quantiles(out)
+    folds = pl.from_pandas(out).with_columns(pl.lit(spec.name).alias("model_name"))
+    return folds.with_columns(
+        pl.col(DS).rank("ordinal").over(UNIQUE_ID, "cutoff").cast(pl.Int64).alias("step")
+    ).select(FOLD_COLUMNS)

@@ -105,6 +105,10 @@ class MlflowTrackerResource(ConfigurableResource):
         client.delete_model_version(tracked.registered_name, tracked.registry_version)
         client.set_tag(tracked.mlflow_run_id, "forecasting_pipeline.orphaned", reason[:4000])
 
+    def point_alias(self, registered_name: str, version: str, alias: str) -> None:
+        """Point `alias` (say `champion`) of a registered model at a version; moves it if set."""
+        self._client().set_registered_model_alias(registered_name, alias, version)
+
 
 def _ensure_registered_model(client: Any, name: str) -> None:
     from mlflow.exceptions import MlflowException

@@ -114,3 +114,13 @@ def known_series(conn: Connection) -> list[str]:
 def newest_observation_ts(conn: Connection) -> datetime | None:
     """The latest timestamp of any registered series (None before any registration)."""
     return conn.execute(text(f"SELECT max(last_ts) FROM {SCHEMA}.{SERIES}")).scalar()
+
+
+def series_by_window(conn: Connection, partition_keys: Sequence[object]) -> dict[str, list[str]]:
+    """window -> series ids of a series × date run's keys ("<window>|<series key>"), one query."""
+    cells = [str(key).split("|", 1) for key in partition_keys]
+    ids = series_by_partition_key(conn, sorted({key for _, key in cells}))
+    by_window: dict[str, list[str]] = {}
+    for window, key in cells:
+        by_window.setdefault(window, []).append(ids[key])
+    return dict(sorted(by_window.items()))

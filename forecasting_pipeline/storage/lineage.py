@@ -70,3 +70,19 @@ def record_metrics(conn: Connection, metrics: Iterable[MetricRecord]) -> int:
         (m.__dict__ for m in metrics),
         key_columns=("model_id", "series_id", "window_key", "metric"),
     )
+
+
+def window_models(conn: Connection, window: str, group: str) -> dict[str, tuple[int, str]]:
+    """model_name -> (model_id, model_version) of each family's newest version for (window, group).
+
+    A backtest scores these versions' configurations; fold rows point at them.
+    """
+    rows = conn.execute(
+        text(
+            f"SELECT DISTINCT ON (model_name) model_name, model_id, model_version FROM {SCHEMA}.{MODELS} "
+            "WHERE window_key = :window AND freq_group = :group AND scope IN ('global', 'local') "
+            "ORDER BY model_name, trained_at DESC, model_id DESC"
+        ),
+        {"window": window, "group": group},
+    )
+    return {name: (model_id, version) for name, model_id, version in rows}

@@ -371,17 +371,18 @@ _TIMESTAMP = pl.col(DS).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns")
 _PANEL_SCHEMA = pl.Schema({UNIQUE_ID: pl.Utf8, DS: pl.Datetime("ns"), Y: pl.Float64})
 
 
-def read_panel(conn: Connection, until: datetime) -> pl.DataFrame:
-    """All series' observations before `until`, in long format with drivers as columns.
+def read_panel(conn: Connection, until: datetime, series_ids: Sequence[str] | None = None) -> pl.DataFrame:
+    """Observations before `until` of `series_ids` (default: all series), long, drivers as columns.
 
     Read in bulk (COPY into polars); `unique_id` is the series id as landed (not its partition
     key). Drivers are stored as JSONB per row and become one Float64 column each.
     """
+    only = "" if series_ids is None else " AND series_id = ANY(%s)"
     rows = copy_query(
         conn,
         f"SELECT series_id AS {UNIQUE_ID}, ts AS {DS}, y AS {Y}, drivers::text AS drivers "
-        f"FROM {SCHEMA}.{OBSERVATIONS} WHERE ts < %s ORDER BY series_id, ts",
-        (until,),
+        f"FROM {SCHEMA}.{OBSERVATIONS} WHERE ts < %s{only} ORDER BY series_id, ts",
+        (until,) if series_ids is None else (until, list(series_ids)),
     )
     if rows.height == 0:
         return pl.DataFrame(schema=_PANEL_SCHEMA)

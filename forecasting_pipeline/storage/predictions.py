@@ -14,8 +14,8 @@ import pandas as pd
 import polars as pl
 from sqlalchemy import Connection, text
 
-from forecasting_pipeline.schemas import FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
-from forecasting_pipeline.storage.bulk import copy_into_scratch
+from forecasting_pipeline.schemas import DS, FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
+from forecasting_pipeline.storage.bulk import copy_into_scratch, copy_query
 from forecasting_pipeline.storage.tables import FORECAST_EXCLUSIONS, PREDICTIONS, SCHEMA
 
 _KEY = ("series_id", "model_name", "cutoff", "step")
@@ -136,3 +136,62 @@ def forecast_summary(conn: Connection, window_key: str) -> list[dict]:
         {"window_key": window_key},
     )
     return [dict(row._mapping) for row in result]
+
+
+def window_forecasts(
+    conn: Connection, window_key: str, series_ids: Sequence[str], model_names: Sequence[str]
+) -> pl.DataFrame:
+    """The window's newest-origin forecasts of these series and models, as a forecast frame.
+
+    Read by COPY in one statement; `unique_id` is the series id.
+    """
+    frame = copy_query(
+        conn,
+        f"""
+        SELECT series_id AS {UNIQUE_ID}, model_name, model_version, model_id, cutoff, step, ds,
+               yhat, {", ".join(INTERVAL_COLUMNS)}
+        FROM (
+            SELECT p.*, max(cutoff) OVER (PARTITION BY series_id, model_name) AS newest
+            FROM {SCHEMA}.{PREDICTIONS} p
+            WHERE window_key = %s AND series_id = ANY(%s) AND model_name = ANY(%s)
+        ) w
+        WHERE cutoff = newest ORDER BY series_id, model_name, step
+        """,
+        (window_key, list(series_ids), list(model_names)),
+    )
+    return _typed_forecasts(frame)
+
+
+def _typed_forecasts(frame: pl.DataFrame) -> pl.DataFrame:
+    """COPY delivers text: give a forecast frame its types (empty frames included)."""
+    schema = {
+        UNIQUE_ID: pl.String,
+        "model_name": pl.String,
+        "model_version": pl.String,
+        "model_id": pl.Int64,
+        "cutoff": pl.Datetime("us"),
+        "step": pl.Int64,
+        DS: pl.Datetime("us"),
+        "yhat": pl.Float64,
+        **{column: pl.Float64 for column in INTERVAL_COLUMNS},
+    }
+    if frame.height == 0:
+        return pl.DataFrame(schema={c: t for c, t in schema.items() if c in frame.columns or not frame.width})
+    return frame.with_columns(
+        [
+            pl.col(c).str.to_datetime(time_unit="us") if t == pl.Datetime("us") else pl.col(c).cast(t)
+            for c, t in schema.items()
+            if c in frame.columns
+        ]
+    )
+
+
+def forecast_groups(conn: Connection, window_key: str, series_ids: Sequence[str]) -> pl.DataFrame:
+    """`series_id, freq_group` of the series the window forecast."""
+    frame = copy_query(
+        conn,
+        f"SELECT DISTINCT series_id, freq_group FROM {SCHEMA}.{PREDICTIONS} "
+        "WHERE window_key = %s AND series_id = ANY(%s) AND freq_group IS NOT NULL",
+        (window_key, list(series_ids)),
+    )
+    return frame if frame.width else pl.DataFrame(schema={"series_id": pl.String, "freq_group": pl.String})

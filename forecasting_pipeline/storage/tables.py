@@ -33,6 +33,13 @@ HISTORY_PENDING = "history_pending"
 FORECAST_EXCLUSIONS = "forecast_exclusions"
 EXPERIMENTS = "experiments"
 RESOURCE_STATS = "resource_stats"
+BACKTEST_METRICS = "backtest_metrics"
+INTERVAL_CALIBRATION = "interval_calibration"
+SERIES_SCALES = "series_scales"
+ENSEMBLE_MEMBERS = "ensemble_members"
+SELECTION_DECISIONS = "selection_decisions"
+CHAMPION_EVENTS = "champion_events"
+PUBLISHED_FORECASTS = "published_forecasts"
 
 # insertmanyvalues batches rows into multi-row VALUES; keep statements well under the
 # 65,535 bind-parameter limit of the PostgreSQL protocol.

@@ -1,0 +1,394 @@
+"""`backtest_folds`: rolling-origin backtests of every candidate, per series × window.
+
+Candidates are the catalog's families (configured exactly as the window's trained versions:
+same tuned parameters, drivers and horizon) and ensembles of them. Everything downstream
+(leaderboard, champions, calibrated intervals) is scored on these same folds.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue
+from pydantic import Field
+
+from forecasting_pipeline.assets.conventions import (
+    GPU_OP_TAGS,
+    GPU_POOL,
+    code_version,
+    note_run,
+    pipeline_asset,
+)
+from forecasting_pipeline.assets.model_inputs import local_history, neural_recipe, resource_stat
+from forecasting_pipeline.assets.training import GlobalModelConfig, model_version
+from forecasting_pipeline.modeling.backtest import (
+    FoldPlan,
+    backtestable,
+    cross_validate_local,
+    cross_validate_neural,
+)
+from forecasting_pipeline.modeling.calibration import (
+    choose_interval_method,
+    conformal_quantiles,
+    heldout_coverage,
+)
+from forecasting_pipeline.modeling.ensembles import combine_forecasts, ensemble_folds, ensemble_members
+from forecasting_pipeline.modeling.evaluation import evaluate_backtest, fold_scores, series_scales
+from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_panel, group_tasks
+from forecasting_pipeline.modeling.usage import measure
+from forecasting_pipeline.partitions import SAME_WINDOW, series_date_partitions, window_bounds
+from forecasting_pipeline.resources.accelerator import AcceleratorResource
+from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
+from forecasting_pipeline.schemas import DS, UNIQUE_ID
+from forecasting_pipeline.series_keys import partition_keys
+from forecasting_pipeline.storage.backtests import replace_backtest, replace_ensemble_members
+from forecasting_pipeline.storage.catalog import series_by_window, stored_frequencies
+from forecasting_pipeline.storage.experiments import record_resource_stats, tuned_params
+from forecasting_pipeline.storage.lineage import ModelRecord, register_model, window_models
+from forecasting_pipeline.storage.observations import read_panel
+from forecasting_pipeline.storage.predictions import store_predictions, window_forecasts
+
+
+class BacktestConfig(GlobalModelConfig):
+    """Fold plan and candidates of `backtest_folds`; neural fields as in `GlobalModelConfig`."""
+
+    n_windows: int = Field(default=3, ge=1, description="Forecast origins per series.")
+    step_size: int | None = Field(default=None, gt=0, description="Steps between origins; default: horizon.")
+    refit_local: int = Field(
+        default=1, ge=0, description="Statistical families: refit every n folds (1: every fold; 0: never)."
+    )
+    refit_neural: int = Field(
+        default=0,
+        ge=0,
+        description="Neural families: 0 trains once before the first origin; n refits every n.",
+    )
+    top_k: int = Field(default=3, ge=2, description="Members of the mean/median ensembles.")
+    ensembles: bool = Field(default=True, description="Score ensembles and per-series selection.")
+
+
+@pipeline_asset(
+    lazy_modules=(
+        "forecasting_pipeline.modeling.backtest",
+        "forecasting_pipeline.modeling.evaluation",
+        "forecasting_pipeline.modeling.ensembles",
+        "forecasting_pipeline.modeling.calibration",
+    ),
+    partitions_def=series_date_partitions,
+    deps=[
+        AssetDep("global_models", partition_mapping=SAME_WINDOW),
+        AssetDep("local_models", partition_mapping=SAME_WINDOW),
+    ],
+    group_name="evaluation",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    kinds={"statsforecast", "neuralforecast", "postgres"},
+)
+def backtest_folds(
+    context: AssetExecutionContext,
+    config: BacktestConfig,
+    database: DatabaseResource,
+    accelerator: AcceleratorResource,
+    model_catalog: ModelCatalogResource,
+) -> MaterializeResult:
+    """Fold forecasts and actuals of every candidate, with metrics and interval calibration.
+
+    Each fold trains only on data up to its cutoff. Series too short for the fold plan get no
+    folds (model selection gives them their group's best). Metrics are per series, per horizon
+    step and per frequency group; conformal quantiles of scaled residuals calibrate the
+    published intervals.
+    """
+    with database.transaction() as conn:
+        note_run(context, conn)
+        by_window = series_by_window(conn, context.partition_keys)
+    step = _BacktestStep(context, config, database, model_catalog, accelerator.trainer_kwargs())
+    summary: list[dict[str, Any]] = []
+    for window, series_ids in by_window.items():
+        with database.transaction() as conn:
+            panel = read_panel(conn, window_bounds(window).end, series_ids)
+            frequencies = stored_frequencies(conn, series_ids)
+        if panel.height == 0:
+            continue
+        grouped = group_panel(panel, frequencies, model_catalog.catalog())
+        for task in group_tasks(window, grouped.panel.to_pandas(), model_catalog.horizon):
+            summary.append(_backtest_group(step, task))
+    return MaterializeResult(
+        metadata={
+            "groups": MetadataValue.md(_table(summary)) if summary else "no forecastable series",
+            "fold_rows": sum(s["fold rows"] for s in summary),
+        }
+    )
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
+
+
+@dataclass(frozen=True)
+class _BacktestStep:
+    context: AssetExecutionContext
+    config: BacktestConfig
+    database: DatabaseResource
+    model_catalog: ModelCatalogResource
+    trainer_kwargs: dict[str, Any]
+
+
+def _backtest_group(step: _BacktestStep, task: GroupTask) -> dict[str, Any]:
+    """Backtest one (window, group): folds, ensembles, metrics, calibration, ensemble forecasts."""
+    context, config, database, model_catalog = step.context, step.config, step.database, step.model_catalog
+    catalog = model_catalog.catalog()
+    group = model_catalog.group(task.group)
+    plan = FoldPlan(
+        horizon=task.horizon,
+        n_windows=config.n_windows,
+        step_size=config.step_size or task.horizon,
+        refit=_refit(config.refit_local),
+    )
+    eligible, short = backtestable(
+        pl.from_pandas(task.panel), plan, min_train=max(group.min_points - task.horizon, 2 * task.season)
+    )
+    if short.height:
+        context.log.warning(
+            f"window {task.window}: {short.height} {task.group} series too short for {plan.n_windows} "
+            f"folds of {plan.horizon} steps (need {short['needed'][0]} points); no backtest for them"
+        )
+    if eligible.height == 0:
+        return _summary(task, 0, [], {}, 0)
+    task = GroupTask(
+        task.window,
+        task.group,
+        eligible.to_pandas(),
+        task.freq,
+        task.series_freq.join(eligible.select(UNIQUE_ID).unique(), on=UNIQUE_ID, how="semi"),
+        task.season,
+        task.horizon,
+    )
+    with database.transaction() as conn:
+        tuned = tuned_params(conn, task.window, task.group, [f.name for f in catalog.families.values()])
+        versions = window_models(conn, task.window, task.group)
+    parts: list[pl.DataFrame] = []
+    failed: dict[str, str] = {}
+    local = [s for s in catalog.local(config.families) if s.name in versions]
+    with measure("cpu") as usage:
+        folds, failed = cross_validate_local(
+            local_history(task, model_catalog),
+            [(spec, {**spec.defaults, **tuned.get(spec.name, {})}) for spec in local],
+            freq=task.freq,
+            season=task.season,
+            plan=plan,
+            n_jobs=model_catalog.statsforecast_n_jobs,
+        )
+    parts.append(folds)
+    stats = [resource_stat(context.run_id, "backtest", "+".join(s.name for s in local), task, usage)]
+    for spec in [s for s in catalog.neural(config.families) if s.name in versions]:
+        if config.deadline is not None and time.time() > config.deadline:
+            failed[spec.name] = "skipped: the run's time budget is spent"
+            continue
+        try:
+            with database.transaction() as conn:
+                recipe = neural_recipe(
+                    conn,
+                    task,
+                    spec,
+                    tuned.get(spec.name),
+                    model_catalog,
+                    max_steps=config.max_steps,
+                    seed=config.seed,
+                    trainer_kwargs=step.trainer_kwargs,
+                    input_size=config.input_size,
+                    batch_size=config.batch_size,
+                )
+            with measure(str(step.trainer_kwargs.get("accelerator", "cpu"))) as usage:
+                parts.append(
+                    cross_validate_neural(
+                        task.panel,
+                        spec,
+                        recipe.params,
+                        recipe.shape,
+                        freq=task.freq,
+                        plan=FoldPlan(
+                            plan.horizon, plan.n_windows, plan.step_size, _refit(config.refit_neural)
+                        ),
+                    )
+                )
+            stats.append(resource_stat(context.run_id, "backtest", spec.name, task, usage))
+        except Exception as exc:
+            failed[spec.name] = f"{type(exc).__name__}: {exc}"
+    for name, error in failed.items():
+        context.log.error(f"window {task.window}: backtest of {name} on {task.group} failed: {error}")
+    folds = pl.concat([p.with_columns(pl.col("cutoff", DS).cast(pl.Datetime("us"))) for p in parts])
+    if folds.height == 0:
+        return _summary(task, 0, [], failed, 0)
+    first_cutoffs = folds.group_by(UNIQUE_ID).agg(pl.col("cutoff").min().alias("first_cutoff"))
+    in_sample = (
+        eligible.select(UNIQUE_ID, DS, "y")
+        .join(first_cutoffs, on=UNIQUE_ID)
+        .filter(pl.col(DS) <= pl.col("first_cutoff"))
+        .drop("first_cutoff")
+    )
+    scales = series_scales(in_sample, task.season)
+    candidates = folds.with_columns(pl.lit("family").alias("candidate"))
+    members = None
+    if config.ensembles:
+        scores = fold_scores(folds, scales)
+        ensembled = ensemble_folds(folds, scores, top_k=config.top_k)
+        candidates = pl.concat(
+            [candidates, ensembled.select(folds.columns).with_columns(pl.lit("ensemble").alias("candidate"))]
+        )
+        members = ensemble_members(scores, top_k=config.top_k)
+    scored = candidates.drop("candidate")
+    evaluation = evaluate_backtest(scored, in_sample, task.season)
+    coverage = heldout_coverage(scored, scales)
+    calibration = _calibration_rows(
+        conformal_quantiles(scored, scales), choose_interval_method(coverage), coverage
+    )
+    series_ids = eligible[UNIQUE_ID].unique().to_list()
+    with database.transaction() as conn:
+        note_run(context, conn)
+        version_of = dict(versions)
+        if members is not None:
+            version_of.update(_register_ensembles(conn, context, task, members))
+        rows = replace_backtest(
+            conn,
+            window=task.window,
+            group=task.group,
+            series_ids=series_ids,
+            folds=_with_lineage(candidates, task, version_of),
+            metrics=_metric_rows(evaluation, task),
+            calibration=calibration.with_columns(
+                pl.lit(task.window).alias("window_key"), pl.lit(task.group).alias("freq_group")
+            ),
+            scales=scales,
+            run_id=context.run_id,
+        )
+        if members is not None:
+            replace_ensemble_members(conn, task.window, series_ids, members, context.run_id)
+            _store_ensemble_forecasts(conn, context, task, members, version_of)
+        record_resource_stats(conn, stats)
+    context.log.info(
+        f"window {task.window}: backtested {len(series_ids)} {task.group} series, "
+        f"{candidates['model_name'].n_unique()} candidates, {rows} fold rows"
+    )
+    return _summary(task, len(series_ids), sorted(candidates["model_name"].unique()), failed, rows)
+
+
+def _refit(every: int) -> bool | int:
+    """The libraries' refit argument: False (never), True (every fold) or every n folds."""
+    return {0: False, 1: True}.get(every, every)
+
+
+def _summary(
+    task: GroupTask, series: int, candidates: list[str], failed: dict[str, str], rows: int
+) -> dict[str, Any]:
+    return {
+        "window": task.window,
+        "group": task.group,
+        "series": series,
+        "candidates": ", ".join(candidates) or "none",
+        "failed": "; ".join(f"{k}: {v[:80]}" for k, v in failed.items()) or "none",
+        "fold rows": rows,
+    }
+
+
+def _with_lineage(
+    candidates: pl.DataFrame, task: GroupTask, version_of: dict[str, tuple[int, str]]
+) -> pl.DataFrame:
+    """Fold rows with their window, partition key, fold number and the model version scored."""
+    names = candidates["model_name"].unique().to_list()
+    ids = {name: version_of[name][0] for name in names if name in version_of}
+    labels = {name: version_of[name][1] for name in names if name in version_of}
+    return candidates.with_columns(
+        pl.lit(task.window).alias("window_key"),
+        (pl.lit(task.window + "|") + partition_keys(candidates[UNIQUE_ID])).alias("partition_key"),
+        pl.lit(task.group).alias("freq_group"),
+        pl.col("model_name").replace_strict(labels, default="unversioned").alias("model_version"),
+        pl.col("model_name").replace_strict(ids, default=None, return_dtype=pl.Int64).alias("model_id"),
+        pl.col("cutoff").rank("dense").over(UNIQUE_ID).cast(pl.Int64).alias("fold"),
+    )
+
+
+def _metric_rows(evaluation: Any, task: GroupTask) -> pl.DataFrame:
+    """Series-level, step-level and group-level metrics in the table's one long shape."""
+    columns = ["series_id", "model_name", "step", "metric", "value"]
+    per_series = evaluation.series.rename({UNIQUE_ID: "series_id"}).with_columns(
+        pl.lit(None, dtype=pl.Int64).alias("step")
+    )
+    per_step = evaluation.steps.with_columns(
+        pl.lit(None, dtype=pl.String).alias("series_id"), pl.col("step").cast(pl.Int64)
+    )
+    overall = evaluation.overall.with_columns(
+        pl.lit(None, dtype=pl.String).alias("series_id"), pl.lit(None, dtype=pl.Int64).alias("step")
+    )
+    return pl.concat(
+        [
+            frame.select(columns).with_columns(pl.col("value").cast(pl.Float64))
+            for frame in (per_series, per_step, overall)
+        ]
+    ).with_columns(pl.lit(task.window).alias("window_key"), pl.lit(task.group).alias("freq_group"))
+
+
+def _calibration_rows(quantiles: pl.DataFrame, methods: pl.DataFrame, coverage: pl.DataFrame) -> pl.DataFrame:
+    """Conformal quantiles with the interval method chosen per model and its held-out coverage."""
+    chosen = methods.join(coverage, on=["model_name", "method"], how="left").select(
+        "model_name", "level", pl.col("coverage").alias("heldout_coverage")
+    )
+    return (
+        quantiles.join(methods, on="model_name", how="left")
+        .with_columns(pl.col("method").fill_null("conformal"))
+        .join(chosen.drop_nulls("level"), on=["model_name", "level"], how="left")
+    )
+
+
+def _register_ensembles(
+    conn: Any, context: AssetExecutionContext, task: GroupTask, members: pl.DataFrame
+) -> dict[str, tuple[int, str]]:
+    """A models row per ensemble of the window and group; its members per series are rows too."""
+    version = model_version(task.group, task.window, context.run_id)
+    registered = {}
+    for name in members["ensemble_name"].unique().sort().to_list():
+        model_id = register_model(
+            conn,
+            ModelRecord(
+                name,
+                version,
+                "ensemble",
+                task.window,
+                context.run_id,
+                params={"combination": name, "ranked_on": "backtest folds (scaled MAE)"},
+                freq_group=task.group,
+                code_version=code_version(context),
+                series_count=members.filter(pl.col("ensemble_name") == name)[UNIQUE_ID].n_unique(),
+            ),
+        )
+        registered[name] = (model_id, version)
+    return registered
+
+
+def _store_ensemble_forecasts(
+    conn: Any,
+    context: AssetExecutionContext,
+    task: GroupTask,
+    members: pl.DataFrame,
+    version_of: dict[str, tuple[int, str]],
+) -> int:
+    """Combine the window's stored family forecasts into each ensemble's forecast, per series."""
+    series_ids = members[UNIQUE_ID].unique().to_list()
+    forecasts = window_forecasts(conn, task.window, series_ids, members["model_name"].unique().to_list())
+    if forecasts.height == 0:
+        return 0
+    combined = combine_forecasts(forecasts, members)
+    cutoffs = forecasts.group_by(UNIQUE_ID).agg(pl.col("cutoff").max())
+    names = combined["model_name"].unique().to_list()
+    frame = combined.join(cutoffs, on=UNIQUE_ID).with_columns(
+        pl.col("model_name").replace_strict({n: version_of[n][1] for n in names}).alias("model_version"),
+        pl.col("model_name")
+        .replace_strict({n: version_of[n][0] for n in names}, return_dtype=pl.Int64)
+        .alias("model_id"),
+        pl.lit(task.window).alias("window_key"),
+        (pl.lit(task.window + "|") + partition_keys(combined[UNIQUE_ID])).alias("partition_key"),
+        pl.lit(task.group).alias("freq_group"),
+    )
+    return store_predictions(conn, frame, context.run_id)

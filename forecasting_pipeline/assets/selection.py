@@ -1,0 +1,224 @@
+"""`model_selection`: the leaderboard and each series' champion proposal, per series × window.
+
+The best candidate on the window's backtest (by a configured metric) challenges the series'
+current champion. It is proposed for promotion only when it beats the champion by a margin on
+the same folds; the blocking check `promotions_confirmed` recomputes that from the fold rows
+before `predictions` makes any promotion real.
+"""
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset_check,
+)
+from pydantic import Field, field_validator
+
+from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
+from forecasting_pipeline.partitions import series_date_partitions
+from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.storage.backtests import group_metrics, series_metrics
+from forecasting_pipeline.storage.catalog import series_by_window
+from forecasting_pipeline.storage.champions import (
+    SELECTION_METRICS,
+    current_champions,
+    replace_decisions,
+    unconfirmed_promotions,
+)
+from forecasting_pipeline.storage.predictions import forecast_groups
+
+
+class SelectionConfig(Config):
+    """How champions are chosen; the same values go into every decision row."""
+
+    metric: str = Field(default="mase", description=f"One of {sorted(SELECTION_METRICS)}; lower is better.")
+    margin: float = Field(
+        default=0.02, ge=0, lt=1, description="A challenger must be this fraction better than the champion."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in SELECTION_METRICS:
+            raise ValueError(f"selection metric {value!r} is not one of {sorted(SELECTION_METRICS)}")
+        return value
+
+
+def decide(
+    scores: pl.DataFrame, champions: pl.DataFrame, group_best: pl.DataFrame, *, metric: str, margin: float
+) -> pl.DataFrame:
+    """One decision per series: first champion, promote, keep, or replace an unscored champion.
+
+    `scores`: series_id, freq_group, model_name, value (the window's backtest metric);
+    `champions`: series_id, champion; `group_best`: series_id, freq_group, model_name, value —
+    the group's best for series too short to backtest, which never displace a champion.
+    """
+    ranked = scores.sort("series_id", "value", "model_name").group_by("series_id", maintain_order=True)
+    best = ranked.agg(
+        pl.col("freq_group").first(),
+        pl.col("model_name").first().alias("challenger"),
+        pl.col("value").first().alias("challenger_score"),
+        pl.len().alias("candidates"),
+    ).with_columns(pl.lit(True).alias("backtested"))
+    fallback = group_best.join(best, on="series_id", how="anti").select(
+        "series_id",
+        "freq_group",
+        pl.col("model_name").alias("challenger"),
+        pl.col("value").alias("challenger_score"),
+        pl.lit(0, dtype=pl.UInt32).alias("candidates"),
+        pl.lit(False).alias("backtested"),
+    )
+    champion_scores = scores.select(
+        "series_id", pl.col("model_name").alias("champion"), pl.col("value").alias("champion_score")
+    )
+    frame = (
+        pl.concat([best, fallback])
+        .join(champions, on="series_id", how="left")
+        .join(champion_scores, on=["series_id", "champion"], how="left")
+    )
+    beats = pl.col("challenger_score") <= pl.col("champion_score") * (1 - margin)
+    decision = (
+        pl.when(pl.col("champion").is_null())
+        .then(pl.lit("first"))
+        .when(pl.col("champion") == pl.col("challenger"))
+        .then(pl.lit("keep"))
+        .when(~pl.col("backtested"))
+        .then(pl.lit("keep"))
+        .when(pl.col("champion_score").is_null())
+        .then(pl.lit("replace"))
+        .when(beats)
+        .then(pl.lit("promote"))
+        .otherwise(pl.lit("keep"))
+    )
+    score = pl.col("challenger_score").round(4).cast(pl.String)
+    reason = (
+        pl.when(~pl.col("backtested"))
+        .then(pl.format("too short to backtest: the group's best by {}", pl.lit(metric)))
+        .when(pl.col("decision") == "first")
+        .then(pl.format("best of {} candidates, {} = {}", "candidates", pl.lit(metric), score))
+        .when(pl.col("decision") == "replace")
+        .then(pl.format("champion {} has no backtest in this window", "champion"))
+        .when(pl.col("decision") == "promote")
+        .then(
+            pl.format(
+                "{} {} beats {} {} by more than {}",
+                score,
+                "challenger",
+                pl.col("champion_score").round(4).cast(pl.String),
+                "champion",
+                pl.lit(f"{margin:.0%}"),
+            )
+        )
+        .otherwise(pl.format("champion {} holds", "champion"))
+    )
+    return (
+        frame.with_columns(decision.alias("decision"))
+        .with_columns(
+            reason.alias("reason"),
+            pl.lit(metric).alias("metric"),
+            pl.lit(margin).alias("margin"),
+            pl.col("candidates").cast(pl.Int64),
+        )
+        .drop("backtested")
+    )
+
+
+@pipeline_asset(
+    partitions_def=series_date_partitions,
+    deps=["backtest_folds"],
+    group_name="evaluation",
+    kinds={"postgres"},
+)
+def model_selection(
+    context: AssetExecutionContext, config: SelectionConfig, database: DatabaseResource
+) -> MaterializeResult:
+    """Per series, the best candidate by the configured metric and what it means for the champion.
+
+    Writes `forecasting.selection_decisions` (first / promote / keep / replace, with both scores
+    and the margin); `forecasting.leaderboard` ranks every candidate per series and metric.
+    """
+    decided: list[pl.DataFrame] = []
+    with database.transaction() as conn:
+        note_run(context, conn)
+        by_window = series_by_window(conn, context.partition_keys)
+        for window, series_ids in by_window.items():
+            scores = series_metrics(conn, window, series_ids, config.metric)
+            groups = forecast_groups(conn, window, series_ids)
+            overall = group_metrics(conn, [window])
+            group_best = (
+                overall.filter(pl.col("metric") == config.metric)
+                .sort("freq_group", "value", "model_name")
+                .group_by("freq_group", maintain_order=True)
+                .first()
+                .join(groups, on="freq_group")
+                .select("series_id", "freq_group", "model_name", "value")
+                if overall.height
+                else pl.DataFrame(
+                    schema={
+                        "series_id": pl.String,
+                        "freq_group": pl.String,
+                        "model_name": pl.String,
+                        "value": pl.Float64,
+                    }
+                )
+            )
+            if scores.height == 0 and group_best.height == 0:
+                continue
+            decisions = decide(
+                scores,
+                current_champions(conn, series_ids),
+                group_best,
+                metric=config.metric,
+                margin=config.margin,
+            )
+            replace_decisions(conn, window, decisions, context.run_id)
+            decided.append(decisions.with_columns(pl.lit(window).alias("window_key")))
+    if not decided:
+        context.log.warning("no backtest metrics for these cells: nothing to select")
+        return MaterializeResult(metadata={"decisions": MetadataValue.json({})})
+    decisions = pl.concat(decided)
+    counts = decisions.group_by("decision").len().sort("decision")
+    champions = decisions.group_by("challenger").len().sort("len", descending=True)
+    return MaterializeResult(
+        metadata={
+            "decisions": MetadataValue.json(dict(zip(counts["decision"], counts["len"], strict=True))),
+            "best_candidate_series": MetadataValue.md(
+                "| candidate | series |\n|---|---|\n"
+                + "\n".join(f"| {name} | {n} |" for name, n in champions.iter_rows())
+            ),
+            "metric": config.metric,
+            "margin": config.margin,
+        }
+    )
+
+
+@asset_check(
+    asset=model_selection,
+    blocking=True,
+    partitions_def=series_date_partitions,
+    description="Every proposed promotion beats its champion by the margin on exactly the same folds, "
+    "recomputed from forecasting.backtest_folds; publication waits for this.",
+)
+def promotions_confirmed(context: AssetCheckExecutionContext, database: DatabaseResource) -> AssetCheckResult:
+    with database.transaction() as conn:
+        by_window = series_by_window(conn, context.partition_keys)
+        failures = [
+            failure
+            for window, series_ids in by_window.items()
+            for failure in unconfirmed_promotions(conn, [window], series_ids)
+        ]
+    return AssetCheckResult(
+        passed=not failures,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "unconfirmed": len(failures),
+            "examples": MetadataValue.json(
+                [{k: str(v) for k, v in failure.items()} for failure in failures[:20]]
+            ),
+        },
+    )

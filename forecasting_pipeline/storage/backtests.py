@@ -1,0 +1,155 @@
+"""Backtest folds, their metrics, interval calibration and series scales.
+
+A backtest of a window replaces that window's rows for the series (and frequency group) it
+covers, in one transaction: delete the slice, COPY the new rows. A re-run therefore never
+duplicates rows and never leaves folds of a fold plan that changed in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+from sqlalchemy import Connection, text
+
+from forecasting_pipeline.schemas import INTERVAL_COLUMNS, UNIQUE_ID
+from forecasting_pipeline.storage.bulk import copy_frame, copy_query
+from forecasting_pipeline.storage.tables import (
+    BACKTEST_FOLDS,
+    BACKTEST_METRICS,
+    ENSEMBLE_MEMBERS,
+    INTERVAL_CALIBRATION,
+    SCHEMA,
+    SERIES_SCALES,
+)
+
+FOLD_TABLE_COLUMNS = (
+    "series_id",
+    "window_key",
+    "partition_key",
+    "freq_group",
+    "model_name",
+    "candidate",
+    "model_version",
+    "model_id",
+    "fold",
+    "cutoff",
+    "step",
+    "ds",
+    "y",
+    "yhat",
+    *INTERVAL_COLUMNS,
+    "dagster_run_id",
+)
+_METRIC_COLUMNS = (
+    "window_key",
+    "freq_group",
+    "series_id",
+    "model_name",
+    "step",
+    "metric",
+    "value",
+    "dagster_run_id",
+)
+_CALIBRATION_COLUMNS = (
+    "window_key",
+    "freq_group",
+    "model_name",
+    "step",
+    "level",
+    "quantile",
+    "samples",
+    "method",
+    "heldout_coverage",
+    "dagster_run_id",
+)
+
+
+def replace_backtest(
+    conn: Connection,
+    *,
+    window: str,
+    group: str,
+    series_ids: Sequence[str],
+    folds: pl.DataFrame,
+    metrics: pl.DataFrame,
+    calibration: pl.DataFrame,
+    scales: pl.DataFrame,
+    run_id: str,
+) -> int:
+    """Replace one (window, group)'s backtest of `series_ids`; returns fold rows written.
+
+    `folds` carries FOLD_TABLE_COLUMNS except the run id (with `unique_id` for series_id);
+    `metrics` series-level rows (series_id set) and group-level rows (series_id null);
+    `calibration` and `scales` the group's conformal quantiles and the series' scales.
+    Group-level rows describe the series of this run: a run over part of a group replaces them.
+    """
+    ids = list(series_ids)
+    slice_params = {"window": window, "ids": ids, "group": group}
+    for table, scope in (
+        (BACKTEST_FOLDS, "window_key = :window AND series_id = ANY(:ids)"),
+        (
+            BACKTEST_METRICS,
+            "window_key = :window AND freq_group = :group AND (series_id = ANY(:ids) OR series_id IS NULL)",
+        ),
+        (INTERVAL_CALIBRATION, "window_key = :window AND freq_group = :group"),
+        (SERIES_SCALES, "window_key = :window AND series_id = ANY(:ids)"),
+    ):
+        conn.execute(text(f"DELETE FROM {SCHEMA}.{table} WHERE {scope}"), slice_params)
+    run = pl.lit(run_id).alias("dagster_run_id")
+    written = copy_frame(
+        conn,
+        f"{SCHEMA}.{BACKTEST_FOLDS}",
+        folds.rename({UNIQUE_ID: "series_id"}).with_columns(run),
+        FOLD_TABLE_COLUMNS,
+    )
+    copy_frame(conn, f"{SCHEMA}.{BACKTEST_METRICS}", metrics.with_columns(run), _METRIC_COLUMNS)
+    copy_frame(conn, f"{SCHEMA}.{INTERVAL_CALIBRATION}", calibration.with_columns(run), _CALIBRATION_COLUMNS)
+    copy_frame(
+        conn,
+        f"{SCHEMA}.{SERIES_SCALES}",
+        scales.rename({UNIQUE_ID: "series_id"}).with_columns(pl.lit(window).alias("window_key"), run),
+        ("series_id", "window_key", "scale", "dagster_run_id"),
+    )
+    return written
+
+
+def series_metrics(conn: Connection, window: str, series_ids: Sequence[str], metric: str) -> pl.DataFrame:
+    """`series_id, freq_group, model_name, value` of one metric for the window's series."""
+    frame = copy_query(
+        conn,
+        f"SELECT series_id, freq_group, model_name, value FROM {SCHEMA}.{BACKTEST_METRICS} "
+        "WHERE window_key = %s AND series_id = ANY(%s) AND step IS NULL AND metric = %s "
+        "AND value IS NOT NULL",
+        (window, list(series_ids), metric),
+    )
+    return frame.with_columns(pl.col("value").cast(pl.Float64)) if frame.height else frame
+
+
+def group_metrics(conn: Connection, windows: Sequence[str]) -> pl.DataFrame:
+    """`window_key, freq_group, model_name, metric, value` of the windows' group-level rows."""
+    frame = copy_query(
+        conn,
+        f"SELECT window_key, freq_group, model_name, metric, value FROM {SCHEMA}.{BACKTEST_METRICS} "
+        "WHERE window_key = ANY(%s) AND series_id IS NULL AND step IS NULL ORDER BY 1, 2, 4, 5",
+        (list(windows),),
+    )
+    return frame.with_columns(pl.col("value").cast(pl.Float64)) if frame.height else frame
+
+
+def replace_ensemble_members(
+    conn: Connection, window: str, series_ids: Sequence[str], members: pl.DataFrame, run_id: str
+) -> int:
+    """The members each series' ensembles combine in this window (`unique_id, ensemble_name, model_name`)."""
+    conn.execute(
+        text(f"DELETE FROM {SCHEMA}.{ENSEMBLE_MEMBERS} WHERE window_key = :window AND series_id = ANY(:ids)"),
+        {"window": window, "ids": list(series_ids)},
+    )
+    frame = members.select(
+        pl.col(UNIQUE_ID).alias("series_id"),
+        pl.lit(window).alias("window_key"),
+        pl.col("ensemble_name").alias("ensemble"),
+        pl.col("model_name").alias("member"),
+        pl.lit(run_id).alias("dagster_run_id"),
+    )
+    return copy_frame(conn, f"{SCHEMA}.{ENSEMBLE_MEMBERS}", frame, frame.columns)
