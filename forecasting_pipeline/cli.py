@@ -149,32 +149,38 @@ def _series_keys(instance) -> list[str]:
     return list(instance.get_dynamic_partitions(SERIES_DIMENSION))
 
 
-def _print_forecasts(deployment, window: str) -> None:
+def _print_forecasts(deployment, window: str, limit: int = 20) -> None:
     from forecasting_pipeline.resources.database import engine_for
     from forecasting_pipeline.storage.predictions import forecast_summary
 
     with engine_for(deployment.database_url).connect() as conn:
         rows = forecast_summary(conn, window)
-    click.echo(f"\nForecasts of window {window} (table forecasting.predictions):")
-    width = max([len("series"), *(len(row["series_id"]) for row in rows)])
-    model_width = max([len("model"), *(len(row["model_name"]) for row in rows)])
-    version_width = max([len("version"), *(len(row["model_version"]) for row in rows)])
+    click.echo(
+        f"\nChampion forecasts of window {window} (forecasting.published_forecasts; every candidate's "
+        "forecasts are in forecasting.predictions, the ranking in `forecasting-pipeline leaderboard`):"
+    )
+    if not rows:
+        click.echo("none published")
+        return
+    shown = rows[:limit]
+    width = max([len("series"), *(len(row["series_id"]) for row in shown)])
+    model_width = max([len("champion"), *(len(row["model_name"]) for row in shown)])
     header = (
-        f"{'series':<{width}} {'model':<{model_width}} {'version':<{version_width}} {'from':<17} "
-        f"{'steps':>5} {'step 1':>8} {'95% interval, step 1':>22} {'mean':>8} {'80% width':>10} "
-        f"{'95% width':>10}"
+        f"{'series':<{width}} {'champion':<{model_width}} {'from':<17} {'steps':>5} {'step 1':>10} "
+        f"{'95% interval, step 1':>24} {'mean':>10} {'80% width':>10} {'95% width':>10} {'intervals':>10}"
     )
     click.echo(header)
     click.echo("-" * len(header))
-    for row in rows:
+    for row in shown:
         interval = f"[{row['first_lo_95']:.2f}, {row['first_hi_95']:.2f}]"
         click.echo(
             f"{row['series_id']:<{width}} {row['model_name']:<{model_width}} "
-            f"{row['model_version']:<{version_width}} "
-            f"{row['first_ds']:%Y-%m-%d %H:%M} {row['steps']:>5} {row['first_yhat']:>8.2f} "
-            f"{interval:>22} {row['mean_yhat']:>8.2f} "
-            f"{row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f}"
+            f"{row['first_ds']:%Y-%m-%d %H:%M} {row['steps']:>5} {row['first_yhat']:>10.2f} "
+            f"{interval:>24} {row['mean_yhat']:>10.2f} "
+            f"{row['mean_width_80']:>10.2f} {row['mean_width_95']:>10.2f} {row['interval_method']:>10}"
         )
+    if len(rows) > limit:
+        click.echo(f"… and {len(rows) - limit} more series (--output FILE.csv writes them all)")
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -261,31 +267,226 @@ def ingest(
 
 
 @main.command()
+@click.option(
+    "--input",
+    "input_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Long-format CSV or Parquet (unique_id, ds, y [, drivers]) to ingest and forecast.",
+)
+@click.option("--horizon", default=None, type=click.IntRange(min=1), help="Steps ahead for every series.")
+@click.option(
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV of the champion forecasts: unique_id, ds, yhat, yhat_lo/hi_80/95, model.",
+)
+@click.option(
+    "--preset",
+    default=None,
+    type=click.Choice(["fast", "medium", "best"]),
+    help="Families, tuning, folds and time budget from the catalog's presets (default with --input: medium).",
+)
+@click.option(
+    "--id-column", default="unique_id", show_default=True, help="With --input: the series id column."
+)
+@click.option("--time-column", default="ds", show_default=True, help="With --input: the timestamp column.")
+@click.option("--target-column", default="y", show_default=True, help="With --input: the value column.")
 @click.option("--window", default=None, help="Date window to train and forecast (default: latest with data).")
 @click.option("--max-steps", default=None, type=int, help="Training steps of each neural family.")
 @click.option("--trials", default=None, type=int, help="Hyper-parameter trials per family and group.")
-def forecast(window: str | None, max_steps: int | None, trials: int | None) -> None:
-    """Tune and train the catalog's families for a window and store every series' forecasts."""
+def forecast(
+    input_path: Path | None,
+    horizon: int | None,
+    output: Path | None,
+    preset: str | None,
+    id_column: str,
+    time_column: str,
+    target_column: str,
+    window: str | None,
+    max_steps: int | None,
+    trials: int | None,
+) -> None:
+    """Ingest (with --input), tune, train, backtest, choose champions and publish forecasts.
+
+    Every series is forecast from its own last timestamp. Exit status 0 when forecasts were
+    published, 1 when the input or a run failed (the message says which and why).
+    """
+    from forecasting_pipeline import operations
+    from forecasting_pipeline.ingestion.validation import ColumnRoles
+    from forecasting_pipeline.resources.database import DatabaseResource
+
+    started = time.time()
+    if horizon is not None:
+        # Read by the model catalog resource when the definitions load, below.
+        os.environ["FP_FORECAST_HORIZON"] = str(horizon)
+    deployment = _deployment()
+    instance = _instance()
+    database = DatabaseResource(url=deployment.database_url)
+    series_ids = None
+    if input_path is not None:
+        series_ids = _input_series(input_path, id_column)
+        for outcome in operations.land_paths([input_path], deployment.settings.landing_dir):
+            raise click.ClickException(f"{outcome.path}: {outcome.message}")
+        roles = ColumnRoles(series_id=id_column, timestamp=time_column, target=target_column)
+        try:
+            ingested = operations.ingest(
+                instance, deployment, roles=roles, progress=click.echo, show_steps=True
+            )
+        except operations.PipelineRunError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _require_accepted(ingested, input_path)
+        preset = preset or "medium"
+    configs: dict = {}
+    if preset is not None:
+        run = operations.preset_run(
+            preset,
+            started,
+            str(deployment.settings.model_catalog) if deployment.settings.model_catalog else None,
+        )
+        configs = run.configs
+        click.echo(
+            f"preset {preset}: time budget until {time.strftime('%H:%M:%S', time.localtime(run.deadline))}"
+        )
+    if max_steps:
+        configs.setdefault("global_model_config", {})["max_steps"] = max_steps
+        configs.setdefault("backtest_config", {})["max_steps"] = max_steps
+    if trials is not None:
+        configs.setdefault("search_config", {})["trials"] = trials
+    _quiet_training_logs()
+    try:
+        window = window or operations.latest_window(database)
+        result = operations.forecast(instance, window, _series_keys(instance), show_steps=True, **configs)
+    except operations.PipelineRunError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"trained in {result.train_seconds:.1f}s; backtested, selected and published in "
+        f"{result.forecast_seconds:.1f}s ({time.time() - started:.0f}s in all)"
+    )
+    _print_forecasts(deployment, window)
+    if output is not None:
+        written = _write_published(database, series_ids, output)
+        click.echo(f"wrote {written} rows to {output}")
+
+
+def _input_series(path: Path, id_column: str) -> list[str]:
+    """The series ids of an input file, or a message saying what is wrong with it."""
+    import polars as pl
+
+    try:
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path, columns=[id_column])
+        else:
+            frame = pl.read_csv(path, columns=[id_column], infer_schema=False)
+    except Exception as exc:
+        raise click.ClickException(
+            f"{path}: cannot read a {id_column!r} column ({str(exc).splitlines()[0]}); expected a "
+            "long-format CSV or Parquet with columns unique_id, ds, y (or name yours with --id-column, "
+            "--time-column, "
+            "--target-column)"
+        ) from exc
+    ids = frame[id_column].drop_nulls().cast(pl.String).unique().sort().to_list()
+    if not ids:
+        raise click.ClickException(f"{path}: no rows with a series id in column {id_column!r}")
+    return ids
+
+
+def _require_accepted(ingested, path: Path) -> None:
+    """Stop when the file was rejected or none of its rows were accepted, saying why."""
+    for outcome in ingested.files:
+        if outcome.status in ("rejected", "held"):
+            raise click.ClickException(f"{path.name}: {outcome.status}: {outcome.message}")
+    if ingested.latest_window is None:
+        raise click.ClickException(f"{path.name}: no usable observations were ingested")
+
+
+def _write_published(database, series_ids: list[str] | None, output: Path) -> int:
+    from forecasting_pipeline.storage.champions import newest_published
+
+    with database.transaction() as conn:
+        published = newest_published(conn, series_ids)
+    if published.height == 0:
+        raise click.ClickException("no champion forecasts were published for these series")
+    columns = ["unique_id", "ds", "yhat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95", "model"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    published.select(columns).write_csv(output, datetime_format="%Y-%m-%d %H:%M:%S")
+    return published.height
+
+
+@main.command()
+@click.option("--series", "series_id", default=None, help="One series' ranking instead of the groups'.")
+@click.option("--window", default=None, help="Backtest window (default: the newest with metrics).")
+@click.option("--metric", default="mase", show_default=True, help="Metric to rank by.")
+def leaderboard(series_id: str | None, window: str | None, metric: str) -> None:
+    """Rank every candidate on the backtest folds: per frequency group, or for one series."""
+    from forecasting_pipeline.resources.database import DatabaseResource
+    from forecasting_pipeline.storage.backtests import leaderboard_rows
+
+    deployment = _deployment()
+    with DatabaseResource(url=deployment.database_url).transaction() as conn:
+        table = leaderboard_rows(conn, window, metric, series_id)
+    if table.height == 0:
+        raise click.ClickException("no backtest metrics yet: run `forecasting-pipeline forecast` first")
+    metrics = [c for c in table.columns if c not in ("window_key", "freq_group", "model_name", "series")]
+    click.echo(f"Leaderboard of window {table['window_key'][0]} by {metric} (lower is better):")
+    for (group,), rows in table.group_by("freq_group", maintain_order=True):
+        click.echo(f"\n{group} ({rows['series'].max()} series)")
+        header = f"{'rank':>4} {'candidate':<18}" + "".join(f"{m:>12}" for m in metrics)
+        click.echo(header)
+        click.echo("-" * len(header))
+        for rank, row in enumerate(rows.iter_rows(named=True), start=1):
+            values = "".join(f"{row[m]:>12.3f}" if row[m] is not None else f"{'-':>12}" for m in metrics)
+            click.echo(f"{rank:>4} {row['model_name']:<18}{values}")
+
+
+@main.group()
+def champion() -> None:
+    """Each series' champion model: history and restore."""
+
+
+@champion.command("restore")
+@click.option("--series", "series_ids", multiple=True, help="Series to restore (repeatable).")
+@click.option("--all", "all_series", is_flag=True, help="Restore every series' previous champion.")
+@click.option(
+    "--to", "to_model", default=None, help="Make this candidate the champion instead of the previous one."
+)
+def champion_restore(series_ids: tuple[str, ...], all_series: bool, to_model: str | None) -> None:
+    """Make the previous champion (or --to MODEL) champion again and republish its forecasts."""
     from forecasting_pipeline import operations
     from forecasting_pipeline.resources.database import DatabaseResource
 
+    if not series_ids and not all_series:
+        raise click.ClickException("name --series ID (repeatable) or --all")
     deployment = _deployment()
-    instance = _instance()
-    _quiet_training_logs()
-    try:
-        window = window or operations.latest_window(DatabaseResource(url=deployment.database_url))
-        result = operations.forecast(
-            instance,
-            window,
-            _series_keys(instance),
-            global_model_config={"max_steps": max_steps} if max_steps else None,
-            search_config={"trials": trials} if trials is not None else None,
-            show_steps=True,
+    events = operations.restore_champions(
+        DatabaseResource(url=deployment.database_url),
+        None if all_series else list(series_ids),
+        to_model,
+        reason="restored from the CLI",
+    )
+    if not events:
+        raise click.ClickException("nothing to restore: no earlier champion for these series")
+    for event in events:
+        click.echo(f"{event['series_id']}: {event['replaced']} -> {event['restored']} (republished)")
+
+
+@champion.command("history")
+@click.argument("series_id")
+def champion_history(series_id: str) -> None:
+    """Every champion change of a series, newest first."""
+    from forecasting_pipeline.resources.database import DatabaseResource
+    from forecasting_pipeline.storage.champions import champion_history as history
+
+    deployment = _deployment()
+    with DatabaseResource(url=deployment.database_url).transaction() as conn:
+        events = history(conn, series_id)
+    if not events:
+        raise click.ClickException(f"{series_id}: no champion recorded yet")
+    for e in events:
+        click.echo(
+            f"{e['recorded_at']:%Y-%m-%d %H:%M} {e['event']:<8} {e['model_name']:<16} "
+            f"(was {e['previous_model'] or '-'}) window {e['window_key']}: {e['reason']}"
         )
-    except operations.PipelineRunError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"trained in {result.train_seconds:.1f}s, forecast in {result.forecast_seconds:.1f}s")
-    _print_forecasts(deployment, window)
 
 
 @main.group()

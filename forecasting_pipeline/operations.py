@@ -363,3 +363,72 @@ def forecast(
         time.perf_counter() - started,
         series_keys,
     )
+
+
+@dataclass(frozen=True)
+class PresetRun:
+    """Run configs of a preset, with the deadline its time budget sets."""
+
+    name: str
+    deadline: float
+    configs: dict[str, dict[str, Any]]
+
+
+def preset_run(preset_name: str, started: float, catalog_path: str | None = None) -> PresetRun:
+    """The op configs of `forecast` for a catalog preset (families, trials, folds, budget).
+
+    Tuning may use 30 % of the budget, split over the tuned families; neural training and
+    backtests skip a family that would start after the deadline.
+    """
+    from forecasting_pipeline.modeling.catalog import load_catalog
+
+    catalog = load_catalog(catalog_path)
+    preset = catalog.preset(preset_name)
+    names = catalog.preset_families(preset)
+    budget = preset.time_budget_minutes * 60
+    deadline = started + budget
+    neural = [s.name for s in catalog.neural(names)]
+    local = [s.name for s in catalog.local(names)]
+    tuned = [n for n in names if catalog.family(n).search_space]
+    return PresetRun(
+        preset_name,
+        deadline,
+        {
+            "global_model_config": {"families": neural, "max_steps": preset.max_steps, "deadline": deadline},
+            "local_model_config": {"families": local},
+            "search_config": {
+                "families": tuned,
+                "trials": preset.trials,
+                "timeout_seconds": max(1.0, 0.3 * budget / max(1, len(tuned))),
+            },
+            "backtest_config": {
+                "families": names,
+                "max_steps": preset.max_steps,
+                "n_windows": preset.n_windows,
+                "ensembles": preset.ensembles,
+                "deadline": deadline,
+            },
+        },
+    )
+
+
+def restore_champions(
+    database: DatabaseResource, series_ids: Sequence[str] | None, to_model: str | None, reason: str
+) -> list[dict]:
+    """Bring back each series' previous champion (or `to_model`) and republish its forecast.
+
+    Returns the restore events. The MLflow `champion` alias follows the republished versions.
+    """
+    from forecasting_pipeline.storage.champions import (
+        newest_published_windows,
+        publish_champions,
+        restore_previous,
+    )
+
+    with database.transaction() as conn:
+        events = restore_previous(conn, series_ids, reason, to_model)
+        restored = [e["series_id"] for e in events]
+        if restored:
+            windows = newest_published_windows(conn, restored)
+            publish_champions(conn, windows, restored, run_id="cli-restore")
+    return events

@@ -30,7 +30,7 @@ from forecasting_pipeline.storage.champions import (
     replace_decisions,
     unconfirmed_promotions,
 )
-from forecasting_pipeline.storage.predictions import forecast_groups
+from forecasting_pipeline.storage.predictions import window_candidates
 
 
 class SelectionConfig(Config):
@@ -128,6 +128,29 @@ def decide(
     )
 
 
+def _group_best(overall: pl.DataFrame, available: pl.DataFrame) -> pl.DataFrame:
+    """Per series, the candidate it has forecasts from that ranks best over its frequency group.
+
+    For series too short to backtest: their own folds cannot rank candidates, the group's can.
+    """
+    if overall.height == 0 or available.height == 0:
+        return pl.DataFrame(
+            schema={
+                "series_id": pl.String,
+                "freq_group": pl.String,
+                "model_name": pl.String,
+                "value": pl.Float64,
+            }
+        )
+    return (
+        available.join(overall.select("freq_group", "model_name", "value"), on=["freq_group", "model_name"])
+        .sort("series_id", "value", "model_name")
+        .group_by("series_id", maintain_order=True)
+        .first()
+        .select("series_id", "freq_group", "model_name", "value")
+    )
+
+
 @pipeline_asset(
     partitions_def=series_date_partitions,
     deps=["backtest_folds"],
@@ -148,24 +171,9 @@ def model_selection(
         by_window = series_by_window(conn, context.partition_keys)
         for window, series_ids in by_window.items():
             scores = series_metrics(conn, window, series_ids, config.metric)
-            groups = forecast_groups(conn, window, series_ids)
-            overall = group_metrics(conn, [window])
-            group_best = (
-                overall.filter(pl.col("metric") == config.metric)
-                .sort("freq_group", "value", "model_name")
-                .group_by("freq_group", maintain_order=True)
-                .first()
-                .join(groups, on="freq_group")
-                .select("series_id", "freq_group", "model_name", "value")
-                if overall.height
-                else pl.DataFrame(
-                    schema={
-                        "series_id": pl.String,
-                        "freq_group": pl.String,
-                        "model_name": pl.String,
-                        "value": pl.Float64,
-                    }
-                )
+            group_best = _group_best(
+                group_metrics(conn, [window]).filter(pl.col("metric") == config.metric),
+                window_candidates(conn, window, series_ids),
             )
             if scores.height == 0 and group_best.height == 0:
                 continue

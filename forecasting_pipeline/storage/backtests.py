@@ -153,3 +153,34 @@ def replace_ensemble_members(
         pl.lit(run_id).alias("dagster_run_id"),
     )
     return copy_frame(conn, f"{SCHEMA}.{ENSEMBLE_MEMBERS}", frame, frame.columns)
+
+
+LEADERBOARD_METRICS = ("mase", "smape", "mae", "rmse", "scaled_mql", "coverage_80", "coverage_95")
+
+
+def leaderboard_rows(
+    conn: Connection, window: str | None, metric: str, series_id: str | None = None
+) -> pl.DataFrame:
+    """One row per (group, candidate) — or per candidate of one series — with the main metrics,
+    sorted by `metric`; the window defaults to the newest with metrics."""
+    scope = "series_id = %s" if series_id is not None else "series_id IS NULL"
+    frame = copy_query(
+        conn,
+        f"""
+        SELECT window_key, freq_group, model_name, metric, value FROM {SCHEMA}.{BACKTEST_METRICS}
+        WHERE step IS NULL AND {scope} AND window_key = coalesce(
+            %s, (SELECT max(window_key) FROM {SCHEMA}.{BACKTEST_METRICS}))
+        """,
+        ((series_id,) if series_id is not None else ()) + (window,),
+    )
+    if frame.height == 0:
+        return frame
+    wide = frame.with_columns(pl.col("value").cast(pl.Float64)).pivot(
+        on="metric", index=["window_key", "freq_group", "model_name"], values="value"
+    )
+    if "series" not in wide.columns:
+        wide = wide.with_columns(pl.lit(1.0).alias("series"))
+    shown = [m for m in dict.fromkeys((metric, *LEADERBOARD_METRICS)) if m in wide.columns]
+    return wide.select(
+        "window_key", "freq_group", "model_name", *shown, pl.col("series").cast(pl.Int64)
+    ).sort("freq_group", metric, "model_name", nulls_last=True)

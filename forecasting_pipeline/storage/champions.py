@@ -284,3 +284,53 @@ def published_summary(conn: Connection, windows: Sequence[str], series_ids: Sequ
             schema={"series_id": pl.String, "model_name": pl.String, "interval_method": pl.String}
         )
     )
+
+
+def newest_published(conn: Connection, series_ids: Sequence[str] | None = None) -> pl.DataFrame:
+    """Each series' newest published champion forecast: the table a consumer downloads."""
+    scope = "" if series_ids is None else "WHERE series_id = ANY(%s)"
+    frame = copy_query(
+        conn,
+        f"""
+        SELECT series_id AS unique_id, ds, yhat, lo_80 AS yhat_lo_80, hi_80 AS yhat_hi_80,
+               lo_95 AS yhat_lo_95, hi_95 AS yhat_hi_95, model_name AS model, model_version,
+               cutoff, window_key, interval_method
+        FROM (
+            SELECT p.*, max(window_key) OVER (PARTITION BY series_id) AS newest
+            FROM {SCHEMA}.{PUBLISHED_FORECASTS} p {scope}
+        ) w
+        WHERE window_key = newest ORDER BY series_id, step
+        """,
+        () if series_ids is None else (list(series_ids),),
+    )
+    if frame.height == 0:
+        return frame
+    return frame.with_columns(
+        pl.col("ds", "cutoff").str.to_datetime(time_unit="us"),
+        pl.col("yhat", "yhat_lo_80", "yhat_hi_80", "yhat_lo_95", "yhat_hi_95").cast(pl.Float64),
+    )
+
+
+def newest_published_windows(conn: Connection, series_ids: Sequence[str] | None) -> list[str]:
+    """Windows holding the newest publication of these series (all series when None)."""
+    scope = "" if series_ids is None else "WHERE series_id = ANY(:ids)"
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT newest FROM (SELECT max(window_key) AS newest "
+            f"FROM {SCHEMA}.{PUBLISHED_FORECASTS} {scope} GROUP BY series_id) w"
+        ),
+        {"ids": list(series_ids or [])},
+    )
+    return [row.newest for row in rows]
+
+
+def champion_history(conn: Connection, series_id: str) -> list[dict]:
+    """Every champion event of a series, newest first."""
+    rows = conn.execute(
+        text(
+            f"SELECT event, model_name, previous_model, window_key, reason, recorded_at "
+            f"FROM {SCHEMA}.{CHAMPION_EVENTS} WHERE series_id = :series ORDER BY event_id DESC"
+        ),
+        {"series": series_id},
+    )
+    return [dict(row._mapping) for row in rows]

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, text
 
 from forecasting_pipeline.schemas import DS, FORECAST_COLUMNS, INTERVAL_COLUMNS, UNIQUE_ID, require_columns
 from forecasting_pipeline.storage.bulk import copy_into_scratch, copy_query
-from forecasting_pipeline.storage.tables import FORECAST_EXCLUSIONS, PREDICTIONS, SCHEMA
+from forecasting_pipeline.storage.tables import FORECAST_EXCLUSIONS, PREDICTIONS, PUBLISHED_FORECASTS, SCHEMA
 
 _KEY = ("series_id", "model_name", "cutoff", "step")
 # Besides FORECAST_COLUMNS, what a stored forecast carries for lineage.
@@ -114,7 +114,7 @@ def publication_summary(
 
 
 def forecast_summary(conn: Connection, window_key: str) -> list[dict]:
-    """First and last step of every series' forecast per model, for a window."""
+    """First step and mean of every series' published champion forecast, for a window."""
     result = conn.execute(
         text(
             f"""
@@ -126,8 +126,9 @@ def forecast_summary(conn: Connection, window_key: str) -> list[dict]:
                    (array_agg(hi_95 ORDER BY step))[1] AS first_hi_95,
                    avg(yhat) AS mean_yhat,
                    avg(hi_80 - lo_80) AS mean_width_80,
-                   avg(hi_95 - lo_95) AS mean_width_95
-            FROM {SCHEMA}.{PREDICTIONS}
+                   avg(hi_95 - lo_95) AS mean_width_95,
+                   min(interval_method) AS interval_method
+            FROM {SCHEMA}.{PUBLISHED_FORECASTS}
             WHERE window_key = :window_key
             GROUP BY series_id, model_name, model_version, cutoff
             ORDER BY series_id, model_name
@@ -186,12 +187,16 @@ def _typed_forecasts(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def forecast_groups(conn: Connection, window_key: str, series_ids: Sequence[str]) -> pl.DataFrame:
-    """`series_id, freq_group` of the series the window forecast."""
+def window_candidates(conn: Connection, window_key: str, series_ids: Sequence[str]) -> pl.DataFrame:
+    """`series_id, freq_group, model_name`: the candidates the window has forecasts from, per series."""
     frame = copy_query(
         conn,
-        f"SELECT DISTINCT series_id, freq_group FROM {SCHEMA}.{PREDICTIONS} "
+        f"SELECT DISTINCT series_id, freq_group, model_name FROM {SCHEMA}.{PREDICTIONS} "
         "WHERE window_key = %s AND series_id = ANY(%s) AND freq_group IS NOT NULL",
         (window_key, list(series_ids)),
     )
-    return frame if frame.width else pl.DataFrame(schema={"series_id": pl.String, "freq_group": pl.String})
+    return (
+        frame
+        if frame.width
+        else pl.DataFrame(schema={"series_id": pl.String, "freq_group": pl.String, "model_name": pl.String})
+    )
