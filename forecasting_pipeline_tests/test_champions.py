@@ -4,6 +4,8 @@ through the blocking check, a tampered one is stopped, and the CLI restores a pr
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -16,7 +18,12 @@ from forecasting_pipeline.automation import launch
 from forecasting_pipeline.cli import main
 from forecasting_pipeline.modeling.catalog import load_catalog
 from forecasting_pipeline.partitions import series_date_range
-from forecasting_pipeline_tests.conftest import TINY_BACKTEST, ingest_and_forecast, series_keys
+from forecasting_pipeline_tests.conftest import (
+    TINY_BACKTEST,
+    TINY_GLOBAL_MODEL,
+    ingest_and_forecast,
+    series_keys,
+)
 
 WINDOW = "2016-10-30"
 SERIES = ["BE", "FR"]
@@ -277,3 +284,37 @@ def test_a_promotion_the_folds_do_not_back_is_blocked_and_nothing_is_published(p
         "SELECT model_name, published_at FROM forecasting.published_forecasts WHERE series_id = 'BE'",
     )
     pd.testing.assert_frame_equal(after, published_before)
+
+
+def test_a_preset_whose_time_budget_is_spent_skips_neural_work_and_still_publishes(
+    pipeline, instance, db_engine
+):
+    from forecasting_pipeline import operations
+
+    run = operations.preset_run("fast", started=time.time() - 3600)  # its 10 minutes ran out long ago
+    configs = run.configs
+    assert configs["backtest_config"]["n_windows"] == 2 and configs["search_config"]["trials"] == 0
+    assert configs["global_model_config"]["families"] == ["NHITS"]
+    assert sorted(configs["local_model_config"]["families"]) == ["AutoTheta", "SeasonalNaive"]
+    configs["global_model_config"].update(TINY_GLOBAL_MODEL)
+    configs["backtest_config"].update(TINY_BACKTEST)
+    summary = operations.forecast(instance, WINDOW, series_keys(instance), **configs)
+    trained = _frame(
+        db_engine,
+        "SELECT DISTINCT model_name FROM forecasting.models WHERE dagster_run_id = :r",
+        r=summary.train_run_id,
+    )
+    assert sorted(trained["model_name"]) == ["AutoTheta", "SeasonalNaive"]
+    backtested = _frame(
+        db_engine,
+        "SELECT DISTINCT model_name FROM forecasting.backtest_folds WHERE dagster_run_id = :r "
+        "AND candidate = 'family'",
+        r=summary.forecast_run_id,
+    )
+    assert sorted(backtested["model_name"]) == ["AutoTheta", "SeasonalNaive"]
+    published = _frame(
+        db_engine,
+        "SELECT DISTINCT series_id FROM forecasting.published_forecasts WHERE dagster_run_id = :r",
+        r=summary.forecast_run_id,
+    )
+    assert sorted(published["series_id"]) == SERIES

@@ -21,7 +21,7 @@ from forecasting_pipeline.assets.conventions import (
     pipeline_asset,
 )
 from forecasting_pipeline.assets.model_inputs import local_history, neural_recipe, resource_stat
-from forecasting_pipeline.assets.training import GlobalModelConfig, model_version
+from forecasting_pipeline.assets.training import GlobalModelConfig, model_version, registered_name
 from forecasting_pipeline.modeling.backtest import (
     FoldPlan,
     backtestable,
@@ -40,6 +40,7 @@ from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import SAME_WINDOW, series_date_partitions, window_bounds
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.schemas import DS, UNIQUE_ID
 from forecasting_pipeline.series_keys import partition_keys
@@ -91,6 +92,7 @@ def backtest_folds(
     database: DatabaseResource,
     accelerator: AcceleratorResource,
     model_catalog: ModelCatalogResource,
+    mlflow_tracker: MlflowTrackerResource,
 ) -> MaterializeResult:
     """Fold forecasts and actuals of every candidate, with metrics and interval calibration.
 
@@ -102,7 +104,9 @@ def backtest_folds(
     with database.transaction() as conn:
         note_run(context, conn)
         by_window = series_by_window(conn, context.partition_keys)
-    step = _BacktestStep(context, config, database, model_catalog, accelerator.trainer_kwargs())
+    step = _BacktestStep(
+        context, config, database, model_catalog, mlflow_tracker, accelerator.trainer_kwargs()
+    )
     summary: list[dict[str, Any]] = []
     for window, series_ids in by_window.items():
         with database.transaction() as conn:
@@ -133,6 +137,7 @@ class _BacktestStep:
     config: BacktestConfig
     database: DatabaseResource
     model_catalog: ModelCatalogResource
+    mlflow_tracker: MlflowTrackerResource
     trainer_kwargs: dict[str, Any]
 
 
@@ -245,34 +250,104 @@ def _backtest_group(step: _BacktestStep, task: GroupTask) -> dict[str, Any]:
     calibration = _calibration_rows(
         conformal_quantiles(scored, scales), choose_interval_method(coverage), coverage
     )
-    series_ids = eligible[UNIQUE_ID].unique().to_list()
-    with database.transaction() as conn:
-        note_run(context, conn)
-        version_of = dict(versions)
-        if members is not None:
-            version_of.update(_register_ensembles(conn, context, task, members))
-        rows = replace_backtest(
-            conn,
-            window=task.window,
-            group=task.group,
-            series_ids=series_ids,
-            folds=_with_lineage(candidates, task, version_of),
-            metrics=_metric_rows(evaluation, task),
-            calibration=calibration.with_columns(
-                pl.lit(task.window).alias("window_key"), pl.lit(task.group).alias("freq_group")
-            ),
-            scales=scales,
-            run_id=context.run_id,
-        )
-        if members is not None:
-            replace_ensemble_members(conn, task.window, series_ids, members, context.run_id)
-            _store_ensemble_forecasts(conn, context, task, members, version_of)
-        record_resource_stats(conn, stats)
+    outcome = _GroupBacktest(
+        task,
+        versions,
+        candidates,
+        evaluation,
+        calibration.with_columns(
+            pl.lit(task.window).alias("window_key"), pl.lit(task.group).alias("freq_group")
+        ),
+        scales,
+        members,
+        stats,
+    )
+    tracked = _track_ensembles(step, outcome) if members is not None else {}
+    try:
+        with database.transaction() as conn:
+            rows = _write_backtest(conn, context, outcome, tracked)
+    except BaseException as exc:
+        for model in tracked.values():
+            step.mlflow_tracker.forget(model, f"database write failed: {exc}")
+        raise
     context.log.info(
-        f"window {task.window}: backtested {len(series_ids)} {task.group} series, "
+        f"window {task.window}: backtested {len(outcome.series_ids)} {task.group} series, "
         f"{candidates['model_name'].n_unique()} candidates, {rows} fold rows"
     )
-    return _summary(task, len(series_ids), sorted(candidates["model_name"].unique()), failed, rows)
+    return _summary(task, len(outcome.series_ids), sorted(candidates["model_name"].unique()), failed, rows)
+
+
+@dataclass(frozen=True)
+class _GroupBacktest:
+    """What one (window, group) backtest produced, before it is stored."""
+
+    task: GroupTask
+    versions: dict[str, tuple[int, str]]  # family -> (model_id, model_version) it scores
+    candidates: pl.DataFrame  # fold rows of families and ensembles, with `candidate`
+    evaluation: Any  # modeling.evaluation.BacktestEvaluation
+    calibration: pl.DataFrame
+    scales: pl.DataFrame
+    members: pl.DataFrame | None  # unique_id, ensemble_name, model_name
+    stats: list[Any]
+
+    @property
+    def series_ids(self) -> list[str]:
+        return self.candidates[UNIQUE_ID].unique().sort().to_list()
+
+
+def _write_backtest(
+    conn: Any, context: AssetExecutionContext, outcome: _GroupBacktest, tracked: dict[str, Any]
+) -> int:
+    """Everything one group's backtest stores, in the caller's transaction."""
+    task = outcome.task
+    note_run(context, conn)
+    version_of = dict(outcome.versions)
+    if outcome.members is not None:
+        version_of.update(_register_ensembles(conn, context, task, outcome.members, tracked))
+    rows = replace_backtest(
+        conn,
+        window=task.window,
+        group=task.group,
+        series_ids=outcome.series_ids,
+        folds=_with_lineage(outcome.candidates, task, version_of),
+        metrics=_metric_rows(outcome.evaluation, task),
+        calibration=outcome.calibration,
+        scales=outcome.scales,
+        run_id=context.run_id,
+    )
+    if outcome.members is not None:
+        replace_ensemble_members(conn, task.window, outcome.series_ids, outcome.members, context.run_id)
+        _store_ensemble_forecasts(conn, context, task, outcome.members, version_of)
+    record_resource_stats(conn, outcome.stats)
+    return rows
+
+
+def _track_ensembles(step: "_BacktestStep", outcome: _GroupBacktest) -> dict[str, Any]:
+    """An MLflow registry version per ensemble of the group and window (spec: how it combines)."""
+    task, members = outcome.task, outcome.members
+    version = model_version(task.group, task.window, step.context.run_id)
+    tags = {
+        "window": task.window,
+        "freq_group": task.group,
+        "dagster_run_id": step.context.run_id,
+        "code_version": code_version(step.context),
+    }
+    return {
+        name: step.mlflow_tracker.log_model_spec(
+            registered_name=registered_name(name, task.group),
+            run_name=f"{name} {version}",
+            spec={
+                "family": name,
+                "combination": "median"
+                if "Median" in name
+                else ("best" if name == "BestPerSeries" else "mean"),
+                "ranked_on": "backtest folds, scaled MAE, leave-one-fold-out",
+                "members": {"series": members.filter(pl.col("ensemble_name") == name)[UNIQUE_ID].n_unique()},
+            },
+            tags=tags,
+        )
+        for name in members["ensemble_name"].unique().sort().to_list()
+    }
 
 
 def _refit(every: int) -> bool | int:
@@ -343,7 +418,7 @@ def _calibration_rows(quantiles: pl.DataFrame, methods: pl.DataFrame, coverage: 
 
 
 def _register_ensembles(
-    conn: Any, context: AssetExecutionContext, task: GroupTask, members: pl.DataFrame
+    conn: Any, context: AssetExecutionContext, task: GroupTask, members: pl.DataFrame, tracked: dict[str, Any]
 ) -> dict[str, tuple[int, str]]:
     """A models row per ensemble of the window and group; its members per series are rows too."""
     version = model_version(task.group, task.window, context.run_id)
@@ -358,6 +433,9 @@ def _register_ensembles(
                 task.window,
                 context.run_id,
                 params={"combination": name, "ranked_on": "backtest folds (scaled MAE)"},
+                artifact_uri=tracked[name].artifact_uri if name in tracked else None,
+                mlflow_run_id=tracked[name].mlflow_run_id if name in tracked else None,
+                registry_version=tracked[name].registry_version if name in tracked else None,
                 freq_group=task.group,
                 code_version=code_version(context),
                 series_count=members.filter(pl.col("ensemble_name") == name)[UNIQUE_ID].n_unique(),

@@ -26,6 +26,16 @@ from forecasting_pipeline.storage.predictions import publication_summary
 CHAMPION_ALIAS = "champion"
 
 
+def point_champion_aliases(mlflow_tracker: MlflowTrackerResource, registered: list[dict]) -> None:
+    """Mirror champions in the MLflow registry: alias `champion` on each champion's version."""
+    for version in registered:
+        mlflow_tracker.point_alias(
+            registered_name(version["model_name"], version["freq_group"]),
+            version["registry_version"],
+            CHAMPION_ALIAS,
+        )
+
+
 @pipeline_asset(
     partitions_def=series_date_partitions,
     deps=["model_selection"],
@@ -52,12 +62,7 @@ def predictions(
         published = published_summary(conn, windows, series_ids)
         candidates = publication_summary(conn, windows, series_ids)
         registered = champion_registry_versions(conn, windows, series_ids)
-    for version in registered:
-        mlflow_tracker.point_alias(
-            registered_name(version["model_name"], version["freq_group"]),
-            version["registry_version"],
-            CHAMPION_ALIAS,
-        )
+    point_champion_aliases(mlflow_tracker, registered)
     covered = published["series_id"].n_unique() if published.height else 0
     missing = len(series_ids) - covered - sum(candidates.set_aside.values())
     if missing > 0:

@@ -345,10 +345,7 @@ def _train_neural(
                 ],
             )
     except BaseException as exc:
-        try:
-            mlflow_tracker.forget(tracked, f"database write failed: {exc}")
-        except Exception as cleanup:  # the database error is the one to report
-            context.log.error(f"could not remove registry version {tracked.registry_version}: {cleanup}")
+        _forget(context, mlflow_tracker, tracked, exc)
         raise
     context.log.info(
         f"window {task.window}: {spec.name} {version} on {task.series_count} {task.group} series "
@@ -364,6 +361,16 @@ def _train_neural(
         "registry": f"{tracked.registered_name} v{tracked.registry_version}",
         "forecast rows": rows,
     }
+
+
+def _forget(
+    context: AssetExecutionContext, mlflow_tracker: MlflowTrackerResource, tracked: Any, error: BaseException
+) -> None:
+    """Remove a registry version whose database record failed, so MLflow never holds an orphan."""
+    try:
+        mlflow_tracker.forget(tracked, f"database write failed: {error}")
+    except Exception as cleanup:  # the database error is the one to report
+        context.log.error(f"could not remove registry version {tracked.registry_version}: {cleanup}")
 
 
 class LocalModelConfig(Config):
@@ -384,6 +391,7 @@ def local_models(
     training_panel: dict[str, pd.DataFrame],
     database: DatabaseResource,
     model_catalog: ModelCatalogResource,
+    mlflow_tracker: MlflowTrackerResource,
 ) -> MaterializeResult:
     """Statistical families for every series of the window, all fitted in one StatsForecast call
     per frequency group.
@@ -398,7 +406,7 @@ def local_models(
     with database.transaction() as conn:
         note_run(context, conn)
     summary = [
-        _fit_local_group(context, task, families, database, model_catalog)
+        _fit_local_group(context, task, families, database, model_catalog, mlflow_tracker)
         for window, panel in training_panel.items()
         for task in group_tasks(window, panel, model_catalog.horizon)
     ]
@@ -411,6 +419,7 @@ def _fit_local_group(
     families: list[FamilySpec],
     database: DatabaseResource,
     model_catalog: ModelCatalogResource,
+    mlflow_tracker: MlflowTrackerResource,
 ) -> dict[str, Any]:
     history = local_history(task, model_catalog)
     with database.transaction() as conn:
@@ -432,48 +441,79 @@ def _fit_local_group(
     cutoffs = last_timestamps(history)
     params_of = {spec.name: params for spec, params in chosen}
     fitted = [spec for spec in families if spec.name in fits.fitted]
-    with database.transaction() as conn:
-        model_ids = {
-            spec.name: register_model(
-                conn,
-                ModelRecord(
-                    spec.name,
-                    version,
-                    "local",
-                    task.window,
-                    context.run_id,
-                    device="cpu",
-                    params={
-                        **params_of[spec.name],
-                        "season_length": task.season,
-                        "freq": task.freq,
-                        "horizon": task.horizon,
-                    },
-                    freq_group=task.group,
-                    data_version=data_version,
-                    code_version=code_version(context),
-                    series_count=task.series_count,
-                ),
-            )
-            for spec in fitted
+    params_of = {
+        spec.name: {
+            **params_of[spec.name],
+            "season_length": task.season,
+            "freq": task.freq,
+            "horizon": task.horizon,
         }
-        forecasts = [catalog_forecast_frame(fits.raw_forecast, spec, version, cutoffs) for spec in fitted]
-        rows = (
-            store_predictions(
-                conn,
-                _lineage_columns(pd.concat(forecasts, ignore_index=True), task, model_ids),
-                context.run_id,
+        for spec in fitted
+    }
+    lineage = {
+        "window": task.window,
+        "partition_key": task.window,
+        "freq_group": task.group,
+        "dagster_run_id": context.run_id,
+        "code_version": code_version(context),
+        "data_version": data_version,
+    }
+    # A local family's "model" is its specification: it is refitted on each series' recent
+    # history whenever it forecasts. Registering it gives champions an MLflow alias like neural ones.
+    tracked = {
+        spec.name: mlflow_tracker.log_model_spec(
+            registered_name=registered_name(spec.name, task.group),
+            run_name=f"{spec.name} {version}",
+            spec={"family": spec.name, "model_class": spec.model_class, "params": params_of[spec.name]},
+            tags=lineage,
+        )
+        for spec in fitted
+    }
+    try:
+        with database.transaction() as conn:
+            model_ids = {
+                spec.name: register_model(
+                    conn,
+                    ModelRecord(
+                        spec.name,
+                        version,
+                        "local",
+                        task.window,
+                        context.run_id,
+                        artifact_uri=tracked[spec.name].artifact_uri,
+                        device="cpu",
+                        params=params_of[spec.name],
+                        mlflow_run_id=tracked[spec.name].mlflow_run_id,
+                        registry_version=tracked[spec.name].registry_version,
+                        freq_group=task.group,
+                        data_version=data_version,
+                        code_version=lineage["code_version"],
+                        series_count=task.series_count,
+                    ),
+                )
+                for spec in fitted
+            }
+            forecasts = [catalog_forecast_frame(fits.raw_forecast, spec, version, cutoffs) for spec in fitted]
+            rows = (
+                store_predictions(
+                    conn,
+                    _lineage_columns(pd.concat(forecasts, ignore_index=True), task, model_ids),
+                    context.run_id,
+                )
+                if forecasts
+                else 0
             )
-            if forecasts
-            else 0
-        )
-        record_resource_stats(
-            conn,
-            [
-                # One StatsForecast call fits every family: its cost is recorded once, under all names.
-                resource_stat(context.run_id, "training", "+".join(fits.fitted) or "none", task, usage),
-            ],
-        )
+            record_resource_stats(
+                conn,
+                [
+                    # One StatsForecast call fits every family: its cost is recorded once, under all names.
+                    resource_stat(context.run_id, "training", "+".join(fits.fitted) or "none", task, usage),
+                ],
+            )
+    except BaseException as exc:
+        for model in tracked.values():
+            _forget(context, mlflow_tracker, model, exc)
+        raise
     context.log.info(
         f"window {task.window}: {', '.join(fits.fitted) or 'no family'} on {task.series_count} "
         f"{task.group} series in {usage.wall_seconds:.1f}s; {rows} forecast rows"

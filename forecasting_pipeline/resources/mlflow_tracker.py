@@ -99,6 +99,27 @@ class MlflowTrackerResource(ConfigurableResource):
             artifact_uri=f"{run.info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
         )
 
+    def log_model_spec(
+        self, *, registered_name: str, run_name: str, spec: dict[str, Any], tags: dict[str, str]
+    ) -> TrackedModel:
+        """Register a model that is its specification (a refit-on-forecast statistical family or an
+        ensemble): the version's artifact is `spec.json`, its parameters are logged flat."""
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "spec.json").write_text(json.dumps(spec, indent=2, default=str))
+            params = {k: v for k, v in spec.items() if not isinstance(v, dict)}
+            params.update(spec.get("params", {}))
+            return self.log_trained_model(
+                registered_name=registered_name,
+                run_name=run_name,
+                params=params,
+                metric_history={},
+                artifact_dir=Path(folder),
+                tags=tags,
+            )
+
     def forget(self, tracked: TrackedModel, reason: str) -> None:
         """Undo a registration whose database record failed: delete the version, tag the run."""
         client = self._client()
