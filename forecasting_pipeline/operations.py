@@ -312,6 +312,16 @@ def _op_config(**configs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"ops": ops} if ops else None
 
 
+def _backtest_like_training(
+    global_model_config: Mapping[str, Any] | None, backtest_config: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """A backtest scores the configuration that forecasts: neural settings given for training
+    (steps, lookback, batch size, seed, deadline) apply to the backtest unless it names its own."""
+    inherited = {k: v for k, v in (global_model_config or {}).items() if k != "families"}
+    merged = {**inherited, **(backtest_config or {})}
+    return merged or None
+
+
 def forecast(
     instance: DagsterInstance,
     window: str,
@@ -350,7 +360,10 @@ def forecast(
         instance,
         window,
         series_keys,
-        run_config=_op_config(backtest_folds=backtest_config, model_selection=selection_config),
+        run_config=_op_config(
+            backtest_folds=_backtest_like_training(global_model_config, backtest_config),
+            model_selection=selection_config,
+        ),
         show_steps=show_steps,
     )
     _check(trained, f"training for window {window}")

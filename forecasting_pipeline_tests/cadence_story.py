@@ -9,7 +9,12 @@ from sqlalchemy import text
 
 from forecasting_pipeline import operations
 from forecasting_pipeline.ingestion.validation import ColumnRoles
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, TINY_SEARCH, series_keys
+from forecasting_pipeline_tests.conftest import (
+    FAMILIES_ONLY_BACKTEST,
+    TINY_GLOBAL_MODEL,
+    TINY_SEARCH,
+    series_keys,
+)
 
 
 def ingest_and_forecast_file(
@@ -26,6 +31,7 @@ def ingest_and_forecast_file(
         series_keys(instance),
         global_model_config=TINY_GLOBAL_MODEL,
         search_config=TINY_SEARCH,
+        backtest_config=FAMILIES_ONLY_BACKTEST,
     )
     with db_engine.connect() as conn:
         return pd.read_sql(

@@ -54,6 +54,8 @@ TINY_GLOBAL_MODEL = {"max_steps": 5, "input_size": 48, "batch_size": 8}
 TINY_SEARCH = {"trials": 2, "trial_max_steps": 5}
 # Two folds per series, the neural family with the tiny training above.
 TINY_BACKTEST = {**TINY_GLOBAL_MODEL, "n_windows": 2}
+# For stories about the families themselves: no ensemble rows beside theirs in the history.
+FAMILIES_ONLY_BACKTEST = {**TINY_BACKTEST, "ensembles": False}
 
 
 def land_and_ingest(deployment, instance):

@@ -49,25 +49,32 @@ def test_demo_forecasts_every_series_and_a_second_run_adds_no_rows(fresh_databas
         # after the data's last window (not ten years of empty weeks up to today).
         "date calendar: weekly windows from 2016-10-02 to 2016-11-06",
         "ingested 10 changed series × window cells in 6 runs",
-        "Forecasts of window 2016-10-30",
+        "Leaderboard of window 2016-10-30",
+        "Champion forecasts of window 2016-10-30",
         "forecasting-pipeline ui",
     ):
         assert expected in first.stdout
+    # The leaderboard ranks every family and ensemble; each series' champion is one of them.
+    ranked = [line.split()[1] for line in first.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert set(FAMILIES) <= set(ranked) and len(ranked) == len(set(ranked))
     table = [line.split() for line in first.stdout.splitlines() if line.startswith(("BE ", "FR "))]
-    assert sorted((row[0], row[1]) for row in table) == [(s, f) for s in ("BE", "FR") for f in FAMILIES]
+    assert sorted(row[0] for row in table) == ["BE", "FR"] and {row[1] for row in table} <= set(ranked)
 
     engine = create_engine(url)
     counts = (
-        "SELECT (SELECT count(*) FROM forecasting.predictions),"
+        "SELECT (SELECT count(*) FROM forecasting.predictions"
+        "        WHERE model_id IN (SELECT model_id FROM forecasting.models WHERE scope <> 'ensemble')),"
         " (SELECT count(*) FROM forecasting.observations),"
         " (SELECT count(DISTINCT partition) FROM event_logs"
         "  WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-        " AND asset_key = '[\"raw_observations\"]')"
+        " AND asset_key = '[\"raw_observations\"]'),"
+        " (SELECT count(*) FROM forecasting.published_forecasts)"
     )
     with engine.connect() as conn:
         after_first = conn.execute(text(counts)).one()
-    # Every enabled family forecasts 24 hours for both series; 5 windows × 2 series ingested.
-    assert after_first == (2 * len(FAMILIES) * 24, 32_160, 5 * 2)
+    # Every enabled family forecasts 24 hours for both series; 5 windows × 2 series ingested;
+    # one champion forecast of 24 hours per series published.
+    assert after_first == (2 * len(FAMILIES) * 24, 32_160, 5 * 2, 2 * 24)
 
     second = _demo(env)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -20,6 +20,8 @@ SLICE = [
     "hyperparameter_search",
     "global_models",
     "local_models",
+    "backtest_folds",
+    "model_selection",
     "predictions",
 ]
 
@@ -35,8 +37,12 @@ def test_the_vertical_slice_is_wired_left_to_right():
         "hyperparameter_search": {"training_panel"},
         "global_models": {"training_panel", "hyperparameter_search"},
         "local_models": {"training_panel", "hyperparameter_search"},
-        "predictions": {"global_models", "local_models"},
+        "backtest_folds": {"global_models", "local_models"},
+        "model_selection": {"backtest_folds"},
+        "predictions": {"model_selection"},
     }
+    (check,) = [key for key in graph.asset_check_keys if key.asset_key == AssetKey("model_selection")]
+    assert check.name == "promotions_confirmed"
 
 
 def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_pool():
@@ -47,7 +53,7 @@ def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_p
             BackfillPolicy.multi_run(1) if name == "observation_history" else BackfillPolicy.single_run()
         )
         assert policy == expected, name
-    for name in ("global_models", "hyperparameter_search"):
+    for name in ("global_models", "hyperparameter_search", "backtest_folds"):
         op = defs.resolve_assets_def(name).op
         assert op.pool == "gpu"
         # Tags a distributed executor routes on: dagster-k8s container limits and a Celery queue.

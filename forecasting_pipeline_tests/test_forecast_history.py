@@ -16,11 +16,15 @@ from sqlalchemy import text
 from forecasting_pipeline import operations
 from forecasting_pipeline.datasets import EPF_FR_BE
 from forecasting_pipeline.definitions import defs
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, scalar, series_keys
+from forecasting_pipeline_tests.conftest import FAMILIES_ONLY_BACKTEST, TINY_GLOBAL_MODEL, scalar, series_keys
 
 FIRST_WINDOW, SECOND_WINDOW = "2016-10-23", "2016-10-30"
 SPLIT = "2016-10-24"  # the first delivery ends on Sunday 2016-10-23 23:00
-FAMILIES = {"global_model_config": TINY_GLOBAL_MODEL, "search_config": {"families": []}}
+FAMILIES = {
+    "global_model_config": TINY_GLOBAL_MODEL,
+    "search_config": {"families": []},
+    "backtest_config": FAMILIES_ONLY_BACKTEST,
+}
 LOCAL = {"families": ["SeasonalNaive"]}
 
 # One process fitting one local family for a window: two of these run at the same time.

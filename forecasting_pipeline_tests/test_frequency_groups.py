@@ -15,7 +15,7 @@ from forecasting_pipeline import operations
 from forecasting_pipeline.modeling.catalog import load_catalog
 from forecasting_pipeline.modeling.forecast_frame import restamp
 from forecasting_pipeline.modeling.frequency_groups import frequency_group, group_panel
-from forecasting_pipeline_tests.conftest import TINY_GLOBAL_MODEL, series_keys
+from forecasting_pipeline_tests.conftest import FAMILIES_ONLY_BACKTEST, TINY_GLOBAL_MODEL, series_keys
 
 LATEST_WINDOW = "2016-10-30"
 
@@ -136,6 +136,7 @@ def mixed(deployment, instance):
         global_model_config=TINY_GLOBAL_MODEL | {"input_size": None},
         search_config={"families": []},
         local_model_config={"families": ["SeasonalNaive"]},
+        backtest_config=FAMILIES_ONLY_BACKTEST,
     )
 
 

@@ -17,6 +17,13 @@ DOMAIN_TABLES = {
     "backtest_folds",
     "predictions",
     "schema_migrations",
+    "backtest_metrics",
+    "interval_calibration",
+    "series_scales",
+    "ensemble_members",
+    "selection_decisions",
+    "champion_events",
+    "published_forecasts",
 }
 
 

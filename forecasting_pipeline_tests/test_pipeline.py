@@ -68,9 +68,9 @@ def test_landed_series_become_partitions_and_all_windows_are_ingested(pipeline, 
 def test_every_series_gets_forecasts_with_nested_intervals(pipeline, db_engine):
     with db_engine.connect() as conn:
         rows = pd.read_sql(
-            text("SELECT * FROM forecasting.predictions WHERE window_key = :w"),
+            text("SELECT * FROM forecasting.predictions WHERE window_key = :w AND model_name = ANY(:f)"),
             conn,
-            params={"w": LATEST_WINDOW},
+            params={"w": LATEST_WINDOW, "f": FAMILIES},
         )
     assert len(rows) == len(SERIES) * len(FAMILIES) * HORIZON
     assert set(rows.groupby(["series_id", "model_name"]).size().to_dict().items()) == {
@@ -120,8 +120,11 @@ def test_predictions_join_to_the_dagster_runs_and_events_that_made_them(pipeline
             .scalars()
             .all()
         )
-    # Every family writes its forecasts from the training run; the forecast run publishes them.
-    assert [(run_id, status) for run_id, status, _ in joined] == [(forecasted.train_run_id, "SUCCESS")]
+    # Every family writes its forecasts from the training run; the ensembles come from the
+    # backtest in the forecast run, which publishes the champions.
+    assert sorted((run_id, status) for run_id, status, _ in joined) == sorted(
+        [(forecasted.train_run_id, "SUCCESS"), (forecasted.forecast_run_id, "SUCCESS")]
+    )
     assert events == [f"{LATEST_WINDOW}|{s}" for s in SERIES]
     ingested = instance.get_materialized_partitions(AssetKey("raw_observations"))
     assert {f"{w}|{s}" for w in ("2016-10-02", "2016-10-23", LATEST_WINDOW) for s in SERIES} <= set(ingested)
@@ -231,7 +234,10 @@ def test_the_registered_model_reloads_and_predicts_what_was_stored(pipeline, db_
 def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instance, db_engine):
     counts_sql = (
         "SELECT (SELECT count(*) FROM forecasting.observations),"
-        " (SELECT count(*) FROM forecasting.predictions)"
+        " (SELECT count(*) FROM forecasting.predictions),"
+        " (SELECT count(*) FROM forecasting.backtest_folds),"
+        " (SELECT count(*) FROM forecasting.published_forecasts),"
+        " (SELECT count(*) FROM forecasting.champion_events)"
     )
     with db_engine.connect() as conn:
         before = conn.execute(text(counts_sql)).one()
@@ -243,7 +249,7 @@ def test_rerunning_ingest_and_forecast_adds_no_rows(pipeline, deployment, instan
         )
     assert after == before
     # The same origin was forecast again: its rows were replaced, none added.
-    assert run_ids == {second.train_run_id}
+    assert run_ids == {second.train_run_id, second.forecast_run_id}
 
 
 def test_training_panel_holds_all_history_up_to_its_window(pipeline, instance, deployment):

@@ -21,7 +21,13 @@ from forecasting_pipeline.assets.conventions import (
     pipeline_asset,
 )
 from forecasting_pipeline.assets.model_inputs import local_history, neural_recipe, resource_stat
-from forecasting_pipeline.assets.training import GlobalModelConfig, model_version, registered_name
+from forecasting_pipeline.assets.training import (
+    GlobalModelConfig,
+    cell_columns,
+    lineage_tags,
+    model_version,
+    registered_name,
+)
 from forecasting_pipeline.modeling.backtest import (
     FoldPlan,
     backtestable,
@@ -43,7 +49,6 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.schemas import DS, UNIQUE_ID
-from forecasting_pipeline.series_keys import partition_keys
 from forecasting_pipeline.storage.backtests import replace_backtest, replace_ensemble_members
 from forecasting_pipeline.storage.catalog import series_by_window, stored_frequencies
 from forecasting_pipeline.storage.experiments import record_resource_stats, tuned_params
@@ -326,12 +331,7 @@ def _track_ensembles(step: "_BacktestStep", outcome: _GroupBacktest) -> dict[str
     """An MLflow registry version per ensemble of the group and window (spec: how it combines)."""
     task, members = outcome.task, outcome.members
     version = model_version(task.group, task.window, step.context.run_id)
-    tags = {
-        "window": task.window,
-        "freq_group": task.group,
-        "dagster_run_id": step.context.run_id,
-        "code_version": code_version(step.context),
-    }
+    tags = lineage_tags(step.context, task, None)
     return {
         name: step.mlflow_tracker.log_model_spec(
             registered_name=registered_name(name, task.group),
@@ -376,9 +376,7 @@ def _with_lineage(
     ids = {name: version_of[name][0] for name in names if name in version_of}
     labels = {name: version_of[name][1] for name in names if name in version_of}
     return candidates.with_columns(
-        pl.lit(task.window).alias("window_key"),
-        (pl.lit(task.window + "|") + partition_keys(candidates[UNIQUE_ID])).alias("partition_key"),
-        pl.lit(task.group).alias("freq_group"),
+        *cell_columns(candidates, task),
         pl.col("model_name").replace_strict(labels, default="unversioned").alias("model_version"),
         pl.col("model_name").replace_strict(ids, default=None, return_dtype=pl.Int64).alias("model_id"),
         pl.col("cutoff").rank("dense").over(UNIQUE_ID).cast(pl.Int64).alias("fold"),
@@ -465,8 +463,6 @@ def _store_ensemble_forecasts(
         pl.col("model_name")
         .replace_strict({n: version_of[n][0] for n in names}, return_dtype=pl.Int64)
         .alias("model_id"),
-        pl.lit(task.window).alias("window_key"),
-        (pl.lit(task.window + "|") + partition_keys(combined[UNIQUE_ID])).alias("partition_key"),
-        pl.lit(task.group).alias("freq_group"),
+        *cell_columns(combined, task),
     )
     return store_predictions(conn, frame, context.run_id)

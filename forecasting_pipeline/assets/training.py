@@ -64,6 +64,18 @@ from forecasting_pipeline.storage.observations import history_versions, read_pan
 from forecasting_pipeline.storage.predictions import store_predictions
 
 
+def lineage_tags(context: AssetExecutionContext, task: GroupTask, data_version: str | None) -> dict[str, str]:
+    """What an MLflow run and registry version carry to trace them to the window, data and code."""
+    tags = {
+        "window": task.window,
+        "partition_key": task.window,
+        "freq_group": task.group,
+        "dagster_run_id": context.run_id,
+        "code_version": code_version(context),
+    }
+    return {**tags, "data_version": data_version} if data_version else tags
+
+
 def model_version(group: str, window: str, run_id: str) -> str:
     """Unique per (family, group, window, run) together with the family name; readable in SQL."""
     return f"{group}.{window}.{run_id[:8]}"
@@ -149,14 +161,22 @@ class GlobalModelConfig(Config):
     )
 
 
+def cell_columns(frame: pl.DataFrame, task: GroupTask) -> list[pl.Expr]:
+    """window_key, partition_key and freq_group of rows keyed by series: what joins a row to its
+    series × window partition and frequency group."""
+    return [
+        pl.lit(task.window).alias("window_key"),
+        (pl.lit(task.window + "|") + partition_keys(frame[UNIQUE_ID])).alias("partition_key"),
+        pl.lit(task.group).alias("freq_group"),
+    ]
+
+
 def _lineage_columns(forecast: pd.DataFrame, task: GroupTask, model_ids: dict[str, int]) -> pl.DataFrame:
     """Forecast rows with what joins them to their window, partition and model row."""
     frame = pl.from_pandas(restamp(forecast, task.series_freq, task.freq))
     return frame.with_columns(
-        pl.lit(task.window).alias("window_key"),
-        (pl.lit(task.window + "|") + partition_keys(frame[UNIQUE_ID])).alias("partition_key"),
+        *cell_columns(frame, task),
         pl.col("model_name").replace_strict(model_ids, return_dtype=pl.Int64).alias("model_id"),
-        pl.lit(task.group).alias("freq_group"),
     )
 
 
@@ -285,14 +305,7 @@ def _train_neural(
         "futr_exog": list(shape.futr_exog),
         "seed": shape.seed,
     }
-    lineage = {
-        "window": task.window,
-        "partition_key": task.window,
-        "freq_group": task.group,
-        "dagster_run_id": context.run_id,
-        "code_version": code_version(context),
-        "data_version": data_version,
-    }
+    lineage = lineage_tags(context, task, data_version)
     with tempfile.TemporaryDirectory() as folder:
         fit.forecaster.save(path=folder, overwrite=True, save_dataset=False)
         tracked = mlflow_tracker.log_trained_model(
@@ -450,14 +463,7 @@ def _fit_local_group(
         }
         for spec in fitted
     }
-    lineage = {
-        "window": task.window,
-        "partition_key": task.window,
-        "freq_group": task.group,
-        "dagster_run_id": context.run_id,
-        "code_version": code_version(context),
-        "data_version": data_version,
-    }
+    lineage = lineage_tags(context, task, data_version)
     # A local family's "model" is its specification: it is refitted on each series' recent
     # history whenever it forecasts. Registering it gives champions an MLflow alias like neural ones.
     tracked = {
