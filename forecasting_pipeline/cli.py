@@ -328,7 +328,9 @@ def forecast(
     database = DatabaseResource(url=deployment.database_url)
     series_ids = None
     if input_path is not None:
-        series_ids = _input_series(input_path, id_column)
+        series_ids = _input_series(
+            input_path, {"id": id_column, "time": time_column, "target": target_column}
+        )
         for outcome in operations.land_paths([input_path], deployment.settings.landing_dir):
             raise click.ClickException(f"{outcome.path}: {outcome.message}")
         roles = ColumnRoles(series_id=id_column, timestamp=time_column, target=target_column)
@@ -372,33 +374,55 @@ def forecast(
         click.echo(f"wrote {written} rows to {output}")
 
 
-def _input_series(path: Path, id_column: str) -> list[str]:
-    """The series ids of an input file, or a message saying what is wrong with it."""
+def _input_series(path: Path, roles: dict[str, str]) -> list[str]:
+    """The series ids of an input file, or a message saying what is wrong with it and what to do.
+
+    `roles` maps option name (id, time, target) to the column the user named for it.
+    """
     import polars as pl
 
     try:
         if path.suffix == ".parquet":
-            frame = pl.read_parquet(path, columns=[id_column])
+            columns = list(pl.read_parquet_schema(path))
         else:
-            frame = pl.read_csv(path, columns=[id_column], infer_schema=False)
+            with path.open("rb") as handle:
+                if b"\x00" in handle.read(8192):
+                    raise ValueError("binary content")
+            columns = pl.read_csv(path, n_rows=0, infer_schema=False).columns
     except Exception as exc:
         raise click.ClickException(
-            f"{path}: cannot read a {id_column!r} column ({str(exc).splitlines()[0]}); expected a "
-            "long-format CSV or Parquet with columns unique_id, ds, y (or name yours with --id-column, "
-            "--time-column, "
-            "--target-column)"
+            f"{path}: not a readable CSV or Parquet file ({str(exc).splitlines()[0]}); expected a long "
+            "table with columns unique_id, ds, y"
         ) from exc
+    missing = {option: column for option, column in roles.items() if column not in columns}
+    if missing:
+        names = ", ".join(f"{column!r} (--{option}-column)" for option, column in missing.items())
+        raise click.ClickException(
+            f"{path.name}: no column {names}; its columns are {columns}. Name yours with --id-column, "
+            "--time-column and --target-column"
+        )
+    id_column = roles["id"]
+    if path.suffix == ".parquet":
+        frame = pl.read_parquet(path, columns=[id_column])
+    else:
+        frame = pl.read_csv(path, columns=[id_column], infer_schema=False)
     ids = frame[id_column].drop_nulls().cast(pl.String).unique().sort().to_list()
     if not ids:
-        raise click.ClickException(f"{path}: no rows with a series id in column {id_column!r}")
+        raise click.ClickException(f"{path.name}: no rows with a series id in column {id_column!r}")
     return ids
 
 
 def _require_accepted(ingested, path: Path) -> None:
-    """Stop when the file was rejected or none of its rows were accepted, saying why."""
+    """Stop when the file was rejected, held or yielded no rows, saying why and what to do."""
     for outcome in ingested.files:
-        if outcome.status in ("rejected", "held"):
-            raise click.ClickException(f"{path.name}: {outcome.status}: {outcome.message}")
+        if outcome.status == "rejected":
+            raise click.ClickException(f"{path.name}: rejected: {outcome.message}")
+        if outcome.status == "held":
+            raise click.ClickException(
+                f"{path.name}: {outcome.message}. Its rows are kept: fix the file and run again, or "
+                "accept them anyway with `forecasting-pipeline ingest --release-held`; the reasons per "
+                "row are in forecasting.quarantine and forecasting.data_quality_results"
+            )
     if ingested.latest_window is None:
         raise click.ClickException(f"{path.name}: no usable observations were ingested")
 

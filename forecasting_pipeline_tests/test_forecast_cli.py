@@ -94,9 +94,13 @@ def test_every_frequency_is_forecast_from_each_series_own_end(mixed_input, fresh
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("unique_id,ds\na,2024-01-01\n", "'y'"),
-        ("series,when,value\na,2024-01-01,1\n", "'unique_id'"),
-        ("unique_id,ds,y\na,not a date,1\na,2024-01-02,x\n", "no usable observations"),
+        ("unique_id,ds\na,2024-01-01\n", "no column 'y' (--target-column)"),
+        ("series,when,value\na,2024-01-01,1\n", "no column 'unique_id' (--id-column), 'ds' (--time-column)"),
+        (
+            "unique_id,ds,y\na,not a date,1\na,2024-01-02,x\n",
+            "held by failed quality checks: timestamps_parse",
+        ),
+        ("\x00\x01binary", "not a readable CSV or Parquet file"),
     ],
 )
 def test_malformed_input_fails_with_a_message_that_says_what_to_do(content, message, fresh_database):

@@ -157,7 +157,9 @@ def test_a_failed_database_write_leaves_no_registry_version(tuned, deployment, d
         [client.get_experiment_by_name("forecasting-pipeline").experiment_id],
         filter_string="tags.dagster_run_id = '" + failed.run_id + "'",
     )
-    assert [run.data.tags.get("forecasting_pipeline.orphaned", "")[:22] for run in orphaned] == [
+    # Every model the run registered (the neural one and the statistical families) was undone.
+    assert len(orphaned) >= 2
+    assert {run.data.tags.get("forecasting_pipeline.orphaned", "")[:22] for run in orphaned} == {
         "database write failed:"
-    ]
+    }
     assert all(run.info.status == "FINISHED" for run in orphaned)

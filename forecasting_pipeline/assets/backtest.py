@@ -149,7 +149,6 @@ class _BacktestStep:
 def _backtest_group(step: _BacktestStep, task: GroupTask) -> dict[str, Any]:
     """Backtest one (window, group): folds, ensembles, metrics, calibration, ensemble forecasts."""
     context, config, database, model_catalog = step.context, step.config, step.database, step.model_catalog
-    catalog = model_catalog.catalog()
     group = model_catalog.group(task.group)
     plan = FoldPlan(
         horizon=task.horizon,
@@ -177,59 +176,8 @@ def _backtest_group(step: _BacktestStep, task: GroupTask) -> dict[str, Any]:
         task.horizon,
     )
     with database.transaction() as conn:
-        tuned = tuned_params(conn, task.window, task.group, [f.name for f in catalog.families.values()])
         versions = window_models(conn, task.window, task.group)
-    parts: list[pl.DataFrame] = []
-    failed: dict[str, str] = {}
-    local = [s for s in catalog.local(config.families) if s.name in versions]
-    with measure("cpu") as usage:
-        folds, failed = cross_validate_local(
-            local_history(task, model_catalog),
-            [(spec, {**spec.defaults, **tuned.get(spec.name, {})}) for spec in local],
-            freq=task.freq,
-            season=task.season,
-            plan=plan,
-            n_jobs=model_catalog.statsforecast_n_jobs,
-        )
-    parts.append(folds)
-    stats = [resource_stat(context.run_id, "backtest", "+".join(s.name for s in local), task, usage)]
-    for spec in [s for s in catalog.neural(config.families) if s.name in versions]:
-        if config.deadline is not None and time.time() > config.deadline:
-            failed[spec.name] = "skipped: the run's time budget is spent"
-            continue
-        try:
-            with database.transaction() as conn:
-                recipe = neural_recipe(
-                    conn,
-                    task,
-                    spec,
-                    tuned.get(spec.name),
-                    model_catalog,
-                    max_steps=config.max_steps,
-                    seed=config.seed,
-                    trainer_kwargs=step.trainer_kwargs,
-                    input_size=config.input_size,
-                    batch_size=config.batch_size,
-                )
-            with measure(str(step.trainer_kwargs.get("accelerator", "cpu"))) as usage:
-                parts.append(
-                    cross_validate_neural(
-                        task.panel,
-                        spec,
-                        recipe.params,
-                        recipe.shape,
-                        freq=task.freq,
-                        plan=FoldPlan(
-                            plan.horizon, plan.n_windows, plan.step_size, _refit(config.refit_neural)
-                        ),
-                    )
-                )
-            stats.append(resource_stat(context.run_id, "backtest", spec.name, task, usage))
-        except Exception as exc:
-            failed[spec.name] = f"{type(exc).__name__}: {exc}"
-    for name, error in failed.items():
-        context.log.error(f"window {task.window}: backtest of {name} on {task.group} failed: {error}")
-    folds = pl.concat([p.with_columns(pl.col("cutoff", DS).cast(pl.Datetime("us"))) for p in parts])
+    folds, failed, stats = _family_folds(step, task, plan, versions)
     if folds.height == 0:
         return _summary(task, 0, [], failed, 0)
     first_cutoffs = folds.group_by(UNIQUE_ID).agg(pl.col("cutoff").min().alias("first_cutoff"))
@@ -348,6 +296,67 @@ def _track_ensembles(step: "_BacktestStep", outcome: _GroupBacktest) -> dict[str
         )
         for name in members["ensemble_name"].unique().sort().to_list()
     }
+
+
+def _family_folds(
+    step: _BacktestStep, task: GroupTask, plan: FoldPlan, versions: dict[str, tuple[int, str]]
+) -> tuple[pl.DataFrame, dict[str, str], list[Any]]:
+    """(folds of every family trained in the window, family -> why it has none, resource stats).
+
+    Families are configured exactly as the window trained them (tuned parameters, drivers);
+    a neural family that would start after the run's deadline is skipped and reported.
+    """
+    context, config, database, model_catalog = step.context, step.config, step.database, step.model_catalog
+    catalog = model_catalog.catalog()
+    with database.transaction() as conn:
+        tuned = tuned_params(conn, task.window, task.group, list(catalog.families))
+    parts: list[pl.DataFrame] = []
+    local = [s for s in catalog.local(config.families) if s.name in versions]
+    with measure("cpu") as usage:
+        folds, failed = cross_validate_local(
+            local_history(task, model_catalog),
+            [(spec, {**spec.defaults, **tuned.get(spec.name, {})}) for spec in local],
+            freq=task.freq,
+            season=task.season,
+            plan=plan,
+            n_jobs=model_catalog.statsforecast_n_jobs,
+        )
+    parts.append(folds)
+    for name, error in failed.items():
+        context.log.error(f"window {task.window}: backtest of {name} on {task.group} failed: {error}")
+    stats = [resource_stat(context.run_id, "backtest", "+".join(s.name for s in local), task, usage)]
+    neural_plan = FoldPlan(plan.horizon, plan.n_windows, plan.step_size, _refit(config.refit_neural))
+    for spec in [s for s in catalog.neural(config.families) if s.name in versions]:
+        if config.deadline is not None and time.time() > config.deadline:
+            context.log.warning(f"window {task.window}: {spec.name} not backtested: the time budget is spent")
+            failed[spec.name] = "skipped: the run's time budget is spent"
+            continue
+        try:
+            with database.transaction() as conn:
+                recipe = neural_recipe(
+                    conn,
+                    task,
+                    spec,
+                    tuned.get(spec.name),
+                    model_catalog,
+                    max_steps=config.max_steps,
+                    seed=config.seed,
+                    trainer_kwargs=step.trainer_kwargs,
+                    input_size=config.input_size,
+                    batch_size=config.batch_size,
+                )
+            with measure(str(step.trainer_kwargs.get("accelerator", "cpu"))) as usage:
+                parts.append(
+                    cross_validate_neural(
+                        task.panel, spec, recipe.params, recipe.shape, freq=task.freq, plan=neural_plan
+                    )
+                )
+            stats.append(resource_stat(context.run_id, "backtest", spec.name, task, usage))
+        except Exception as exc:
+            failed[spec.name] = f"{type(exc).__name__}: {exc}"
+            context.log.error(f"window {task.window}: backtest of {spec.name} on {task.group} failed: {exc}")
+    folds = pl.concat([p.with_columns(pl.col("cutoff", DS).cast(pl.Datetime("us"))) for p in parts])
+    return folds, failed, stats
 
 
 def _refit(every: int) -> bool | int:
