@@ -43,7 +43,7 @@ the subset, with the same horizons and seasonal MASE scaling.
     python benchmarks/m1_accuracy.py --report   # the tables again, from the last results
 
 Writes benchmarks/results/m1_accuracy.json and prints markdown tables for the README. The
-full run (`--preset medium`, both subsets) took about 28 minutes on 2 CPU cores.
+full run (`--preset medium`, both subsets) took 15 to 28 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
