@@ -19,7 +19,7 @@ import time
 
 import polars as pl
 
-from benchmarks._common import configure, fresh_database, write_result
+from _common import configure, fresh_database, write_result
 
 WINDOWS = ["2016-10-09", "2016-10-16", "2016-10-23"]
 COLUMNS = "series_id, window_key, cutoff, ds, yhat, lo_80, hi_80, lo_95, hi_95"

@@ -16,7 +16,7 @@ import pytest
 from forecasting_pipeline.datasets import EPF_FR_BE
 from forecasting_pipeline.modeling.backtest import (
     FoldPlan,
-    backtestable,
+    affordable_folds,
     cross_validate_local,
     cross_validate_neural,
 )
@@ -119,10 +119,18 @@ def test_a_neural_family_trained_once_never_sees_data_after_any_fold_cutoff(pric
         )
 
 
-def test_series_too_short_for_the_fold_plan_are_set_aside_with_their_length(prices):
-    short = pd.DataFrame(
-        {"unique_id": "tiny", "ds": pd.date_range("2016-01-01", periods=50, freq="h"), "y": 1.0}
+def test_a_series_too_short_for_the_whole_plan_is_backtested_on_the_folds_it_affords(prices):
+    lengths = {"tiny": 50, "two-folds": 48 + 2 * HORIZON, "one-fold": 48 + HORIZON + 5}
+    short = pd.concat(
+        pd.DataFrame({"unique_id": name, "ds": pd.date_range("2016-01-01", periods=n, freq="h"), "y": 1.0})
+        for name, n in lengths.items()
     )
-    eligible, too_short = backtestable(pl.from_pandas(pd.concat([prices, short])), PLAN, min_train=48)
-    assert sorted(eligible["unique_id"].unique()) == ["BE", "FR", "FR-early"]
-    assert too_short.select("unique_id", "points", "needed").rows() == [("tiny", 50, 48 + 3 * HORIZON)]
+    afforded = affordable_folds(pl.from_pandas(pd.concat([prices, short])), PLAN, min_train=48)
+    assert dict(afforded.select("unique_id", "folds").iter_rows()) == {
+        "BE": 3,
+        "FR": 3,
+        "FR-early": 3,
+        "one-fold": 1,
+        "tiny": 0,
+        "two-folds": 2,
+    }

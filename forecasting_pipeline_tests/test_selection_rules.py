@@ -90,3 +90,23 @@ def test_only_metrics_the_blocking_check_can_recompute_are_accepted():
     assert SelectionConfig(metric="smape").metric == "smape"
     with pytest.raises(ValueError, match="not one of"):
         SelectionConfig(metric="coverage_80")
+
+
+def test_a_series_keeps_its_groups_best_unless_its_own_best_wins_clearly():
+    scores = _scores(
+        [
+            ("noisy", "Ensemble", 1.00),
+            ("noisy", "Theta", 0.95),  # 5 % better on its own folds: noise at a 10 % bar
+            ("clear", "Ensemble", 1.00),
+            ("clear", "Theta", 0.80),  # 20 % better: its own choice
+        ]
+    )
+    group_best = _scores([("noisy", "Ensemble", 0.9), ("clear", "Ensemble", 0.9)]).select(
+        "series_id", "freq_group", "model_name", "value"
+    )
+    decided = decide(scores, _champions({}), group_best, metric="mase", margin=0.02, series_margin=0.1)
+    rows = {r["series_id"]: r for r in decided.iter_rows(named=True)}
+    assert (rows["noisy"]["challenger"], rows["noisy"]["challenger_score"]) == ("Ensemble", 1.0)
+    assert rows["noisy"]["reason"].startswith("the group's best candidate")
+    assert (rows["clear"]["challenger"], rows["clear"]["challenger_score"]) == ("Theta", 0.8)
+    assert rows["clear"]["reason"].startswith("its own best of 2 candidates")

@@ -30,9 +30,10 @@ from forecasting_pipeline.assets.training import (
 )
 from forecasting_pipeline.modeling.backtest import (
     FoldPlan,
-    backtestable,
+    affordable_folds,
     cross_validate_local,
     cross_validate_neural,
+    empty_folds,
 )
 from forecasting_pipeline.modeling.calibration import (
     choose_interval_method,
@@ -49,7 +50,11 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.schemas import DS, UNIQUE_ID
-from forecasting_pipeline.storage.backtests import replace_backtest, replace_ensemble_members
+from forecasting_pipeline.storage.backtests import (
+    replace_backtest,
+    replace_ensemble_members,
+    replace_series_scales,
+)
 from forecasting_pipeline.storage.catalog import series_by_window, stored_frequencies
 from forecasting_pipeline.storage.experiments import record_resource_stats, tuned_params
 from forecasting_pipeline.storage.lineage import ModelRecord, register_model, window_models
@@ -156,38 +161,32 @@ def _backtest_group(step: _BacktestStep, task: GroupTask) -> dict[str, Any]:
         step_size=config.step_size or task.horizon,
         refit=_refit(config.refit_local),
     )
-    eligible, short = backtestable(
-        pl.from_pandas(task.panel), plan, min_train=max(group.min_points - task.horizon, 2 * task.season)
-    )
+    panel = pl.from_pandas(task.panel)
+    afforded = affordable_folds(panel, plan, min_train=max(group.min_points - task.horizon, 2 * task.season))
+    short = afforded.filter(pl.col("folds") < plan.n_windows)
     if short.height:
         context.log.warning(
-            f"window {task.window}: {short.height} {task.group} series too short for {plan.n_windows} "
-            f"folds of {plan.horizon} steps (need {short['needed'][0]} points); no backtest for them"
+            f"window {task.window}: {short.height} {task.group} series are too short for {plan.n_windows} "
+            f"folds of {plan.horizon} steps: backtested on the folds they afford "
+            f"({short.filter(pl.col('folds') == 0).height} on none)"
         )
-    if eligible.height == 0:
-        return _summary(task, 0, [], {}, 0)
-    task = GroupTask(
-        task.window,
-        task.group,
-        eligible.to_pandas(),
-        task.freq,
-        task.series_freq.join(eligible.select(UNIQUE_ID).unique(), on=UNIQUE_ID, how="semi"),
-        task.season,
-        task.horizon,
-    )
     with database.transaction() as conn:
         versions = window_models(conn, task.window, task.group)
-    folds, failed, stats = _family_folds(step, task, plan, versions)
-    if folds.height == 0:
-        return _summary(task, 0, [], failed, 0)
+    folds, failed, stats = _bucketed_folds(step, task, plan, afforded, versions)
+    # Each series' MASE scale comes from its history before its first fold; a series with no
+    # fold gets one from all its history, so its published intervals are calibrated too.
     first_cutoffs = folds.group_by(UNIQUE_ID).agg(pl.col("cutoff").min().alias("first_cutoff"))
     in_sample = (
-        eligible.select(UNIQUE_ID, DS, "y")
-        .join(first_cutoffs, on=UNIQUE_ID)
-        .filter(pl.col(DS) <= pl.col("first_cutoff"))
+        panel.select(UNIQUE_ID, DS, "y")
+        .join(first_cutoffs, on=UNIQUE_ID, how="left")
+        .filter(pl.col("first_cutoff").is_null() | (pl.col(DS) <= pl.col("first_cutoff")))
         .drop("first_cutoff")
     )
     scales = series_scales(in_sample, task.season)
+    if folds.height == 0:
+        with database.transaction() as conn:
+            replace_series_scales(conn, task.window, scales, context.run_id)
+        return _summary(task, 0, [], failed, 0)
     candidates = folds.with_columns(pl.lit("family").alias("candidate"))
     members = None
     if config.ensembles:
@@ -198,7 +197,9 @@ def _backtest_group(step: _BacktestStep, task: GroupTask) -> dict[str, Any]:
         )
         members = ensemble_members(scores, top_k=config.top_k)
     scored = candidates.drop("candidate")
-    evaluation = evaluate_backtest(scored, in_sample, task.season)
+    evaluation = evaluate_backtest(
+        scored, in_sample.join(folds.select(UNIQUE_ID).unique(), on=UNIQUE_ID), task.season
+    )
     coverage = heldout_coverage(scored, scales)
     calibration = _calibration_rows(
         conformal_quantiles(scored, scales), choose_interval_method(coverage), coverage
@@ -245,7 +246,8 @@ class _GroupBacktest:
 
     @property
     def series_ids(self) -> list[str]:
-        return self.candidates[UNIQUE_ID].unique().sort().to_list()
+        """Every series of the group in this run, with folds or not: the cells it replaces."""
+        return self.scales[UNIQUE_ID].unique().sort().to_list()
 
 
 def _write_backtest(
@@ -296,6 +298,41 @@ def _track_ensembles(step: "_BacktestStep", outcome: _GroupBacktest) -> dict[str
         )
         for name in members["ensemble_name"].unique().sort().to_list()
     }
+
+
+def _bucketed_folds(
+    step: _BacktestStep,
+    task: GroupTask,
+    plan: FoldPlan,
+    afforded: pl.DataFrame,
+    versions: dict[str, tuple[int, str]],
+) -> tuple[pl.DataFrame, dict[str, str], list[Any]]:
+    """Folds of every family, with series grouped by the number of folds they afford.
+
+    The libraries take one fold count per call, so each count is one call (at most
+    `n_windows` of them), never one per series.
+    """
+    parts: list[pl.DataFrame] = []
+    failed: dict[str, str] = {}
+    stats: list[Any] = []
+    for (count,), members in afforded.filter(pl.col("folds") > 0).partition_by("folds", as_dict=True).items():
+        ids = members.select(UNIQUE_ID)
+        subset = GroupTask(
+            task.window,
+            task.group,
+            pl.from_pandas(task.panel).join(ids, on=UNIQUE_ID, how="semi").to_pandas(),
+            task.freq,
+            task.series_freq.join(ids, on=UNIQUE_ID, how="semi"),
+            task.season,
+            task.horizon,
+        )
+        folds, failures, costs = _family_folds(
+            step, subset, FoldPlan(plan.horizon, int(count), plan.step_size, plan.refit), versions
+        )
+        parts.append(folds)
+        failed.update(failures)
+        stats.extend(costs)
+    return (pl.concat(parts) if parts else empty_folds()), failed, stats
 
 
 def _family_folds(

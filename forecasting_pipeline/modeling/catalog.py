@@ -430,11 +430,14 @@ def build_neural_model(spec: FamilySpec, params: Mapping[str, Any], shape: Neura
     )
 
 
-def build_local_model(spec: FamilySpec, params: Mapping[str, Any], season_length: int, horizon: int) -> Any:
+def build_local_model(
+    spec: FamilySpec, params: Mapping[str, Any], season_length: int, horizon: int, *, intervals: bool = True
+) -> Any:
     """A statsforecast model whose forecast has `<name>` and bounds at INTERVAL_LEVELS.
 
     `params` are tuned values (the family's defaults fill the rest). Families without intervals
-    of their own get conformal ones, scored on the last windows of each series.
+    of their own get conformal ones, scored on the last windows of each series, unless
+    `intervals` is False (a backtest fold too short for them: the folds calibrate intervals).
     """
     _require_library(spec, "statsforecast")
     from statsforecast import models
@@ -446,7 +449,7 @@ def build_local_model(spec: FamilySpec, params: Mapping[str, Any], season_length
     _refuse_unknown(spec, kwargs, arguments)
     if "season_length" in arguments:
         kwargs["season_length"] = season_length
-    if spec.loss == "conformal":
+    if spec.loss == "conformal" and intervals:
         kwargs["prediction_intervals"] = ConformalIntervals(h=horizon, n_windows=CONFORMAL_WINDOWS)
     return model_class(alias=spec.name, **kwargs)
 

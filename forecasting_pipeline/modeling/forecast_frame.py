@@ -148,14 +148,17 @@ FOLD_COLUMNS: tuple[str, ...] = (
 )
 
 
-def fold_frame(raw: pd.DataFrame, spec: _CatalogEntry) -> pl.DataFrame:
+def fold_frame(raw: pd.DataFrame, spec: _CatalogEntry, *, with_bounds: bool = True) -> pl.DataFrame:
     """Normalize a library's `cross_validation` output (wide, with `cutoff` and `y`) to folds.
 
     Steps count from each fold's own cutoff per series, so ragged series and any step size
-    line up by horizon step.
+    line up by horizon step. Without bounds (a fold too short for a model's own intervals) the
+    interval columns are null.
     """
     frame = raw.reset_index() if UNIQUE_ID not in raw.columns else raw
     bounds = tuple(f"{spec.name}-{side}-{level}" for level in INTERVAL_LEVELS for side in ("lo", "hi"))
+    if not with_bounds:
+        frame = frame.assign(**{bound: np.nan for bound in bounds})
     require_columns(frame, (UNIQUE_ID, DS, "cutoff", "y", spec.point_column, *bounds), f"{spec.name} folds")
     out = pd.DataFrame(
         {
@@ -169,8 +172,9 @@ def fold_frame(raw: pd.DataFrame, spec: _CatalogEntry) -> pl.DataFrame:
     for level in INTERVAL_LEVELS:
         out[lower_column(level)] = frame[f"{spec.name}-lo-{level}"].astype("float64")
         out[upper_column(level)] = frame[f"{spec.name}-hi-{level}"].astype("float64")
-    _rearrange_quantiles(out)
-    folds = pl.from_pandas(out).with_columns(pl.lit(spec.name).alias("model_name"))
+    if with_bounds:
+        _rearrange_quantiles(out)
+    folds = pl.from_pandas(out, nan_to_null=True).with_columns(pl.lit(spec.name).alias("model_name"))
     return folds.with_columns(
         pl.col(DS).rank("ordinal").over(UNIQUE_ID, "cutoff").cast(pl.Int64).alias("step")
     ).select(FOLD_COLUMNS)

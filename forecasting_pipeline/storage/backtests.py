@@ -105,13 +105,26 @@ def replace_backtest(
     )
     copy_frame(conn, f"{SCHEMA}.{BACKTEST_METRICS}", metrics.with_columns(run), _METRIC_COLUMNS)
     copy_frame(conn, f"{SCHEMA}.{INTERVAL_CALIBRATION}", calibration.with_columns(run), _CALIBRATION_COLUMNS)
-    copy_frame(
-        conn,
-        f"{SCHEMA}.{SERIES_SCALES}",
-        scales.rename({UNIQUE_ID: "series_id"}).with_columns(pl.lit(window).alias("window_key"), run),
-        ("series_id", "window_key", "scale", "dagster_run_id"),
-    )
+    _copy_scales(conn, window, scales, run_id)
     return written
+
+
+def replace_series_scales(conn: Connection, window: str, scales: pl.DataFrame, run_id: str) -> int:
+    """The window's MASE scale of these series (`unique_id, scale`), replacing earlier ones."""
+    conn.execute(
+        text(f"DELETE FROM {SCHEMA}.{SERIES_SCALES} WHERE window_key = :window AND series_id = ANY(:ids)"),
+        {"window": window, "ids": scales[UNIQUE_ID].to_list()},
+    )
+    return _copy_scales(conn, window, scales, run_id)
+
+
+def _copy_scales(conn: Connection, window: str, scales: pl.DataFrame, run_id: str) -> int:
+    frame = scales.rename({UNIQUE_ID: "series_id"}).with_columns(
+        pl.lit(window).alias("window_key"), pl.lit(run_id).alias("dagster_run_id")
+    )
+    return copy_frame(
+        conn, f"{SCHEMA}.{SERIES_SCALES}", frame, ("series_id", "window_key", "scale", "dagster_run_id")
+    )
 
 
 def series_metrics(conn: Connection, window: str, series_ids: Sequence[str], metric: str) -> pl.DataFrame:

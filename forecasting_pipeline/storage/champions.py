@@ -195,14 +195,22 @@ def restore_previous(
     return [dict(row._mapping) for row in rows]
 
 
+# Calibration rows with the conformal quantile only where that is the chosen method.
+_CALIBRATED = (
+    f"(SELECT *, CASE WHEN method = 'conformal' THEN quantile END AS conformal "
+    f"FROM {SCHEMA}.{INTERVAL_CALIBRATION})"
+)
+
+
 def publish_champions(
     conn: Connection, windows: Sequence[str], series_ids: Sequence[str], run_id: str
 ) -> int:
     """Write each series' champion forecast of the windows with calibrated intervals.
 
     The champion's newest-origin forecast of the window comes from the forecast history;
-    intervals are the model's own where they proved calibrated on the held-out fold, else
-    yhat ± conformal quantile × the series' scale.
+    intervals are yhat ± conformal quantile × the series' scale, unless the model's own proved
+    calibrated on the held-out fold (`native`) or the group has no calibration for the model
+    (`uncalibrated`: the model's own bounds, said so in `interval_method`).
     """
     params = {"windows": list(windows), "ids": list(series_ids), "run_id": run_id}
     conn.execute(
@@ -220,11 +228,11 @@ def publish_champions(
                  cutoff, step, ds, yhat, lo_80, hi_80, lo_95, hi_95, interval_method, dagster_run_id)
             SELECT p.series_id, p.window_key, p.partition_key, p.model_name, p.model_version, p.model_id,
                    p.freq_group, p.cutoff, p.step, p.ds, p.yhat,
-                   CASE WHEN k80.method = 'conformal' THEN p.yhat - k80.quantile * s.scale ELSE p.lo_80 END,
-                   CASE WHEN k80.method = 'conformal' THEN p.yhat + k80.quantile * s.scale ELSE p.hi_80 END,
-                   CASE WHEN k95.method = 'conformal' THEN p.yhat - k95.quantile * s.scale ELSE p.lo_95 END,
-                   CASE WHEN k95.method = 'conformal' THEN p.yhat + k95.quantile * s.scale ELSE p.hi_95 END,
-                   CASE WHEN k80.method = 'conformal' AND s.scale IS NOT NULL THEN 'conformal'
+                   coalesce(p.yhat - k80.conformal * s.scale, p.lo_80),
+                   coalesce(p.yhat + k80.conformal * s.scale, p.hi_80),
+                   coalesce(p.yhat - k95.conformal * s.scale, p.lo_95),
+                   coalesce(p.yhat + k95.conformal * s.scale, p.hi_95),
+                   CASE WHEN k80.conformal * s.scale IS NOT NULL THEN 'conformal'
                         WHEN k80.method = 'native' THEN 'native' ELSE 'uncalibrated' END,
                    :run_id
             FROM (
@@ -235,14 +243,13 @@ def publish_champions(
                 WHERE q.window_key = ANY(:windows) AND q.series_id = ANY(:ids)
             ) p
             LEFT JOIN {SCHEMA}.{SERIES_SCALES} s ON s.series_id = p.series_id AND s.window_key = p.window_key
-            LEFT JOIN {SCHEMA}.{INTERVAL_CALIBRATION} k80
+            LEFT JOIN {_CALIBRATED} k80
               ON k80.window_key = p.window_key AND k80.freq_group = p.freq_group
              AND k80.model_name = p.model_name AND k80.step = p.step AND k80.level = 80
-            LEFT JOIN {SCHEMA}.{INTERVAL_CALIBRATION} k95
+            LEFT JOIN {_CALIBRATED} k95
               ON k95.window_key = p.window_key AND k95.freq_group = p.freq_group
              AND k95.model_name = p.model_name AND k95.step = p.step AND k95.level = 95
             WHERE p.cutoff = p.newest
-              AND (k80.method <> 'conformal' OR s.scale IS NOT NULL OR k80.method IS NULL)
             """
         ),
         params,
