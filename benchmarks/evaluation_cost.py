@@ -25,11 +25,15 @@ MLflow and Dagster's own work.
 
 Baseline: the same cross-validation made directly, `StatsForecast(models=[build_local_model(...)
 of the three families], n_jobs).cross_validation(h=horizon, n_windows=3, step_size=horizon,
-level=[80, 95], refit=True)` per frequency group, on the histories the pipeline gives the local
-families (the series long enough for every fold, each with the group's `local_history_seasons`
-of recent points: all of them for monthly and quarterly). Runs alternate direct, pipeline;
-before each the benchmark waits for a quiet CPU (`wait_for_quiet`) and records whether other
-processes used CPU meanwhile.
+level=[80, 95], refit=True)` per frequency group (one call per number of folds the series afford,
+as the asset buckets them; with this panel every series affords all 3), on the histories the
+pipeline gives the local families (each series' `local_history_seasons` of recent points: all of
+them for monthly and quarterly). `same_work_check` compares the direct fold forecasts with the
+stored ones. Runs alternate direct, pipeline; before each the benchmark waits for a quiet CPU
+(`wait_for_quiet`) and records whether other processes used CPU meanwhile.
+
+Run it as a script from the repository root (like `model_engine_overhead.py`, whose helpers it
+imports):
 
     .venv/bin/python benchmarks/evaluation_cost.py [--series N] [--runs R]
 
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import os
 import platform
 import shutil
@@ -97,7 +102,7 @@ TRACKED: dict[str, dict[str, str]] = {
         "window_forecasts": READS,
         "group_panel": PREP,
         "group_tasks": PREP,
-        "backtestable": PREP,
+        "affordable_folds": PREP,
         "local_history": PREP,
         "cross_validate_local": CV,
         "series_scales": COMPUTE,
@@ -116,6 +121,7 @@ TRACKED: dict[str, dict[str, str]] = {
         "_with_lineage": WRITES,
         "_metric_rows": WRITES,
         "replace_backtest": WRITES,
+        "replace_series_scales": WRITES,
         "replace_ensemble_members": WRITES,
         "_store_ensemble_forecasts": WRITES,
         "store_predictions": WRITES,
@@ -235,17 +241,20 @@ class Timeline:
         return taken
 
 
-def instrument(timeline: Timeline) -> None:
+def instrument(timeline: Timeline) -> list[str]:
+    """Wrap the TRACKED functions; returns those the package no longer has (their time is untimed)."""
     import importlib
 
     from forecasting_pipeline.resources.database import DatabaseResource
 
+    missing = []
     for module_name, functions in TRACKED.items():
         module = importlib.import_module(module_name)
         short = module_name.rsplit(".", 1)[1]
         for name, category in functions.items():
             if not hasattr(module, name):
-                raise SystemExit(f"{module_name}.{name} is gone: update TRACKED in {__file__}")
+                missing.append(f"{module_name}.{name}")
+                continue
             timeline.wrap(module, name, f"{short}.{name}", category)
     for owner_path, methods in TRACKED_METHODS.items():
         module_name, class_name = owner_path.split(":")
@@ -253,6 +262,7 @@ def instrument(timeline: Timeline) -> None:
         for name, category in methods.items():
             timeline.wrap(owner, name, f"{class_name}.{name}", category)
     timeline.wrap_transactions(DatabaseResource)
+    return missing
 
 
 def split_step(calls: list[Call], start: float, end: float) -> dict[str, Any]:
@@ -444,18 +454,25 @@ def database_facts(engine: Any, run_id: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class GroupInput:
-    """One frequency group's history as the pipeline's local families see it in the backtest."""
+    """One frequency group's histories as the pipeline's local families see them in the backtest:
+    series bucketed by the number of folds they afford (one library call per bucket)."""
 
     freq: str
     season: int
     horizon: int
     history_points: int | None
-    history: pd.DataFrame  # unique_id, ds, y of the series long enough for every fold
-    too_short: int
+    buckets: dict[int, pd.DataFrame]  # folds -> unique_id, ds, y (recent history) of those series
+    without_folds: int
+
+    def head(self, series: int) -> GroupInput:
+        """The same group with at most `series` series per bucket (for a warm-up)."""
+        small = {n: h[h["unique_id"].isin(h["unique_id"].unique()[:series])] for n, h in self.buckets.items()}
+        return GroupInput(self.freq, self.season, self.horizon, self.history_points, small, 0)
 
 
 def group_inputs(frames: dict[str, pd.DataFrame], model_catalog: Any) -> dict[str, GroupInput]:
-    from forecasting_pipeline.modeling.backtest import FoldPlan, backtestable
+    """What `backtest_folds` gives the local families, built with the same package helpers."""
+    from forecasting_pipeline.modeling.backtest import FoldPlan, affordable_folds
     from forecasting_pipeline.modeling.fitting import recent_history
     from forecasting_pipeline.modeling.frequency import season_length
 
@@ -465,51 +482,62 @@ def group_inputs(frames: dict[str, pd.DataFrame], model_catalog: Any) -> dict[st
         freq = inferred_freq(frame)
         season, horizon = season_length(freq), model_catalog.horizon(group)
         plan = FoldPlan(horizon=horizon, n_windows=N_WINDOWS, step_size=horizon, refit=True)
-        eligible, short = backtestable(
-            pl.from_pandas(frame), plan, min_train=max(spec.min_points - horizon, 2 * season)
-        )
+        panel = pl.from_pandas(frame)
+        afforded = affordable_folds(panel, plan, min_train=max(spec.min_points - horizon, 2 * season))
         points = spec.local_history_seasons * season if spec.local_history_seasons else None
-        history = recent_history(eligible, points).to_pandas()
-        history["ds"] = history["ds"].astype("datetime64[ns]")
-        inputs[group] = GroupInput(freq, season, horizon, points, history, short.height)
+        buckets = {}
+        for (count,), members in sorted(
+            afforded.filter(pl.col("folds") > 0).partition_by("folds", as_dict=True).items()
+        ):
+            history = recent_history(
+                panel.join(members.select("unique_id"), on="unique_id", how="semi"), points
+            )
+            history = history.to_pandas()
+            history["ds"] = history["ds"].astype("datetime64[ns]")
+            buckets[int(count)] = history
+        without = afforded.filter(pl.col("folds") == 0).height
+        inputs[group] = GroupInput(freq, season, horizon, points, buckets, without)
     return inputs
 
 
 def direct_cross_validation(
     inputs: dict[str, GroupInput], families: list[Any], n_jobs: int
-) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """StatsForecast cross-validation per group, the models built by the catalog's builder."""
+) -> tuple[dict[str, Any], dict[str, list[pd.DataFrame]]]:
+    """StatsForecast cross-validation per group and fold count, the models built by the catalog."""
     from statsforecast import StatsForecast
 
     from forecasting_pipeline.modeling.catalog import build_local_model
     from forecasting_pipeline.schemas import INTERVAL_LEVELS
 
-    detail, outputs = {}, {}
+    detail: dict[str, Any] = {}
+    outputs: dict[str, list[pd.DataFrame]] = {}
     for group, g in inputs.items():
         started = time.perf_counter()
-        models = [build_local_model(spec, spec.defaults, g.season, g.horizon) for spec in families]
-        outputs[group] = StatsForecast(models=models, freq=g.freq, n_jobs=n_jobs).cross_validation(
-            h=g.horizon,
-            df=g.history,
-            n_windows=N_WINDOWS,
-            step_size=g.horizon,
-            level=list(INTERVAL_LEVELS),
-            refit=True,
-        )
+        for count, history in g.buckets.items():
+            models = [build_local_model(spec, spec.defaults, g.season, g.horizon) for spec in families]
+            raw = StatsForecast(models=models, freq=g.freq, n_jobs=n_jobs).cross_validation(
+                h=g.horizon,
+                df=history,
+                n_windows=count,
+                step_size=g.horizon,
+                level=list(INTERVAL_LEVELS),
+                refit=True,
+            )
+            outputs.setdefault(group, []).append(raw)
         detail[group] = {
             "cross_validation_s": round(time.perf_counter() - started, 2),
-            "series": int(g.history["unique_id"].nunique()),
-            "rows": len(outputs[group]),
+            "calls (folds: series)": {n: int(h["unique_id"].nunique()) for n, h in g.buckets.items()},
+            "rows": sum(len(raw) for raw in outputs.get(group, [])),
         }
     return detail, outputs
 
 
-def same_work(outputs: dict[str, pd.DataFrame], engine: Any, names: list[str]) -> dict[str, Any]:
+def same_work(outputs: dict[str, list[pd.DataFrame]], engine: Any, names: list[str]) -> dict[str, Any]:
     """Direct fold forecasts against the family fold rows the pipeline stored."""
     from sqlalchemy import text
 
     parts = []
-    for raw in outputs.values():
+    for raw in (raw for group in outputs.values() for raw in group):
         frame = pl.from_pandas(raw.reset_index() if "unique_id" not in raw.columns else raw)
         for name in names:
             parts.append(
@@ -562,6 +590,34 @@ def sample_json(sample: Sample) -> dict[str, Any]:
     return {**sample.as_json(), "cpu_quiet_before_start": quiet}
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_digest() -> str:
+    """A digest of the package's code, catalog and SQL, to tell whether it changed during the run."""
+    digest = hashlib.sha256()
+    files = [*(ROOT / "forecasting_pipeline").rglob("*.py"), *(ROOT / "forecasting_pipeline").rglob("*.yaml")]
+    for path in sorted([*files, *(ROOT / "sql").glob("*.sql")]):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_head() -> str | None:
+    """The checked-out commit, read from .git's files (no git command is run)."""
+    try:
+        head = (ROOT / ".git" / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head.removeprefix("ref: ")
+        if (ROOT / ".git" / ref).exists():
+            return (ROOT / ".git" / ref).read_text().strip()
+        packed = (ROOT / ".git" / "packed-refs").read_text().splitlines()
+        return next((line.split()[0] for line in packed if line.endswith(f" {ref}")), None)
+    except OSError:
+        return None
+
+
 def machine_facts() -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -593,6 +649,12 @@ def run(args: argparse.Namespace, url: str, result: dict[str, Any]) -> None:
     from forecasting_pipeline.schemas import SERIES_DIMENSION
 
     database = url.rsplit("/", 1)[1]
+    # Wrapped first, so a function the package renamed is reported before anything runs.
+    timeline = Timeline()
+    untimed = instrument(timeline)
+    if untimed:
+        result["notes"].append(f"no longer in the package, so not timed (counted as untimed code): {untimed}")
+        log(f"not timed (gone from the package): {untimed}")
     deployment = prepare_deployment()
     model_catalog = build_resources(deployment.settings)["model_catalog"]
     catalog = model_catalog.catalog()
@@ -614,8 +676,8 @@ def run(args: argparse.Namespace, url: str, result: dict[str, Any]) -> None:
                 "season": g.season,
                 "horizon": g.horizon,
                 "history_points": g.history_points or "all",
-                "series_backtested": int(g.history["unique_id"].nunique()),
-                "series_too_short_for_the_folds": g.too_short,
+                "series_by_folds_afforded": {n: int(h["unique_id"].nunique()) for n, h in g.buckets.items()},
+                "series_without_folds": g.without_folds,
             }
             for group, g in inputs.items()
         },
@@ -668,23 +730,10 @@ def run(args: argparse.Namespace, url: str, result: dict[str, Any]) -> None:
     # Warm-up, untimed: the direct call on a few series per group (the training run has already
     # compiled the same models' numba code in this process).
     log("warm-up: direct cross-validation on 5 series per group")
-    small = {
-        group: GroupInput(
-            g.freq,
-            g.season,
-            g.horizon,
-            g.history_points,
-            g.history[g.history["unique_id"].isin(g.history["unique_id"].unique()[:5])],
-            0,
-        )
-        for group, g in inputs.items()
-    }
     mark = time.perf_counter()
-    direct_cross_validation(small, families, n_jobs)
+    direct_cross_validation({group: g.head(5) for group, g in inputs.items()}, families, n_jobs)
     result["warm_up_s"] = round(time.perf_counter() - mark, 1)
 
-    timeline = Timeline()
-    instrument(timeline)
     nodes = [node.name for node in defs.resolve_job_def(launch.forecast_job.name).graph.nodes]
     result["config"] = {
         "families": list(FAMILIES),
@@ -975,6 +1024,7 @@ def main() -> None:
         "arguments": vars(args),
         "legend": LEGEND,
         "machine": machine_facts(),
+        "code": {"git_head_at_start": git_head(), "package_digest_at_start": package_digest()},
         "notes": [],
     }
     started = time.perf_counter()
@@ -989,6 +1039,12 @@ def main() -> None:
             log(f"FAILED: {exc}")
         finally:
             shutil.rmtree(home, ignore_errors=True)
+    result["code"]["package_digest_at_end"] = package_digest()
+    if result["code"]["package_digest_at_end"] != result["code"]["package_digest_at_start"]:
+        result["notes"].append(
+            "The package's files changed while the benchmark ran (another edit): the runs used the modules "
+            "imported at the start (code_versions under config), except files read at run time."
+        )
     result["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
     result["peak_rss_mb"] = round(peak_rss_mb())
     result["notes"] += notes(result)

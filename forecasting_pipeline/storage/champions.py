@@ -95,10 +95,12 @@ def unconfirmed_promotions(conn: Connection, windows: Sequence[str], series_ids:
                  AND f.model_name IN (d.champion, d.challenger)
             ),
             shared AS (
-                SELECT f.* FROM folds f
-                WHERE (SELECT count(DISTINCT g.model_name) FROM folds g
-                       WHERE g.series_id = f.series_id AND g.window_key = f.window_key
-                         AND g.cutoff = f.cutoff AND g.step = f.step) = 2
+                SELECT * FROM (
+                    SELECT f.*,
+                           count(*) OVER (PARTITION BY f.series_id, f.window_key, f.cutoff, f.step) AS models
+                    FROM folds f
+                ) both_models
+                WHERE models = 2
             ),
             scored AS (
                 SELECT f.series_id, f.window_key, f.model_name, count(*) AS n,
@@ -151,13 +153,14 @@ def apply_decisions(conn: Connection, windows: Sequence[str], series_ids: Sequen
             SELECT d.series_id, d.challenger, c.model_name, d.window_key,
                    CASE WHEN c.model_name IS NULL THEN 'first' ELSE 'promote' END,
                    d.metric, d.challenger_score, d.champion_score, d.reason, :run_id
-            FROM {SCHEMA}.{SELECTION_DECISIONS} d
+            FROM (
+                SELECT DISTINCT ON (series_id) * FROM {SCHEMA}.{SELECTION_DECISIONS}
+                WHERE window_key = ANY(:windows) AND series_id = ANY(:ids)
+                ORDER BY series_id, window_key DESC
+            ) d
             LEFT JOIN {SCHEMA}.current_champions c ON c.series_id = d.series_id
-            WHERE d.window_key = ANY(:windows) AND d.series_id = ANY(:ids)
-              AND d.decision IN ('first', 'promote', 'replace')
+            WHERE d.decision IN ('first', 'promote', 'replace')
               AND c.model_name IS DISTINCT FROM d.challenger
-              AND d.window_key = (SELECT max(x.window_key) FROM {SCHEMA}.{SELECTION_DECISIONS} x
-                                  WHERE x.series_id = d.series_id AND x.window_key = ANY(:windows))
             """
         ),
         {"windows": list(windows), "ids": list(series_ids), "run_id": run_id},
