@@ -18,7 +18,6 @@ import argparse
 import time
 
 import polars as pl
-
 from _common import configure, fresh_database, write_result
 
 WINDOWS = ["2016-10-09", "2016-10-16", "2016-10-23"]
