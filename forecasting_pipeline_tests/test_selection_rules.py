@@ -110,3 +110,9 @@ def test_a_series_keeps_its_groups_best_unless_its_own_best_wins_clearly():
     assert rows["noisy"]["reason"].startswith("the group's best candidate")
     assert (rows["clear"]["challenger"], rows["clear"]["challenger_score"]) == ("Theta", 0.8)
     assert rows["clear"]["reason"].startswith("its own best of 2 candidates")
+
+
+def test_a_window_where_no_series_could_be_backtested_still_chooses_from_the_group():
+    group_best = _scores([("a", "Theta", 0.9)]).select("series_id", "freq_group", "model_name", "value")
+    decided = decide(_scores([]), _champions({}), group_best, metric="mase", margin=0.02, series_margin=0.1)
+    assert decided.select("series_id", "challenger", "decision").rows() == [("a", "Theta", "first")]

@@ -136,7 +136,14 @@ def series_metrics(conn: Connection, window: str, series_ids: Sequence[str], met
         "AND value IS NOT NULL",
         (window, list(series_ids), metric),
     )
-    return frame.with_columns(pl.col("value").cast(pl.Float64)) if frame.height else frame
+    return _with_float_values(frame, ("series_id", "freq_group", "model_name"))
+
+
+def _with_float_values(frame: pl.DataFrame, text_columns: tuple[str, ...]) -> pl.DataFrame:
+    """COPY delivers text: values as floats, and the same schema when nothing matched."""
+    if frame.width == 0:
+        return pl.DataFrame(schema={**{c: pl.String for c in text_columns}, "value": pl.Float64})
+    return frame.with_columns(pl.col("value").cast(pl.Float64))
 
 
 def group_metrics(conn: Connection, windows: Sequence[str]) -> pl.DataFrame:
@@ -147,7 +154,7 @@ def group_metrics(conn: Connection, windows: Sequence[str]) -> pl.DataFrame:
         "WHERE window_key = ANY(%s) AND series_id IS NULL AND step IS NULL ORDER BY 1, 2, 4, 5",
         (list(windows),),
     )
-    return frame.with_columns(pl.col("value").cast(pl.Float64)) if frame.height else frame
+    return _with_float_values(frame, ("window_key", "freq_group", "model_name", "metric"))
 
 
 def replace_ensemble_members(
