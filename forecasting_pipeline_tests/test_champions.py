@@ -293,6 +293,27 @@ def test_a_promotion_the_folds_do_not_back_is_blocked_and_nothing_is_published(p
     pd.testing.assert_frame_equal(after, published_before)
 
 
+def test_publishing_alone_never_applies_a_promotion_the_folds_do_not_back(pipeline, instance, db_engine):
+    """Left by the previous test: BE's proposal is a promotion its (tampered) folds do not back."""
+    from forecasting_pipeline.definitions import defs
+
+    champion = _champion(db_engine, "BE")
+    first, last = series_date_range(WINDOW, series_keys(instance))
+    result = materialize(
+        [model_selection, promotions_confirmed, predictions],
+        selection=[AssetKey("predictions")],
+        resources=dict(defs.resources),
+        instance=instance,
+        tags={launch.RANGE_START_TAG: first, launch.RANGE_END_TAG: last},
+        raise_on_error=False,
+    )
+    assert result.success
+    (materialization, *_) = result.get_asset_materialization_events()
+    assert materialization.materialization.metadata["promotions_not_backed"].value == 1
+    assert _champion(db_engine, "BE") == champion
+    assert _published_model(db_engine, "BE") == {champion}
+
+
 def test_a_preset_whose_time_budget_is_spent_skips_neural_work_and_still_publishes(
     pipeline, instance, db_engine
 ):

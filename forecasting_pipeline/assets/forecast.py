@@ -20,6 +20,7 @@ from forecasting_pipeline.storage.champions import (
     champion_registry_versions,
     publish_champions,
     published_summary,
+    unconfirmed_promotions,
 )
 from forecasting_pipeline.storage.predictions import publication_summary
 
@@ -57,7 +58,15 @@ def predictions(
         by_window = series_by_window(conn, context.partition_keys)
         windows = list(by_window)
         series_ids = sorted({s for ids in by_window.values() for s in ids})
-        events = apply_decisions(conn, windows, series_ids, context.run_id)
+        # The blocking check guards a run that includes model_selection; when `predictions` is
+        # materialized alone, an unbacked promotion is still never applied.
+        unbacked = [f["series_id"] for f in unconfirmed_promotions(conn, windows, series_ids)]
+        if unbacked:
+            context.log.warning(
+                f"not promoting {len(unbacked)} series whose folds do not back it: {unbacked[:10]}"
+            )
+        applicable = sorted(set(series_ids) - set(unbacked))
+        events = apply_decisions(conn, windows, applicable, context.run_id)
         rows = publish_champions(conn, windows, series_ids, context.run_id)
         published = published_summary(conn, windows, series_ids)
         candidates = publication_summary(conn, windows, series_ids)
@@ -84,6 +93,7 @@ def predictions(
             ),
             "published_rows": rows,
             "champion_changes": events,
+            "promotions_not_backed": len(unbacked),
             "series_published": covered,
             "series_set_aside": MetadataValue.json(candidates.set_aside),
             "series_missing": max(missing, 0),
