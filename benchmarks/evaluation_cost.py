@@ -70,6 +70,7 @@ from model_engine_overhead import (
     assemble_panel,
     failures,
     inferred_freq,
+    ingest_panel,
     pandas_frames,
     timed,
 )
@@ -638,15 +639,11 @@ def machine_facts() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, url: str, result: dict[str, Any]) -> None:
-    from dagster import AssetKey, DagsterInstance
-    from sqlalchemy import text
+    from dagster import AssetKey
 
-    from forecasting_pipeline import operations
     from forecasting_pipeline.automation import launch
     from forecasting_pipeline.bootstrap import prepare_deployment
     from forecasting_pipeline.definitions import build_resources, defs
-    from forecasting_pipeline.resources.database import engine_for
-    from forecasting_pipeline.schemas import SERIES_DIMENSION
 
     database = url.rsplit("/", 1)[1]
     # Wrapped first, so a function the package renamed is reported before anything runs.
@@ -685,20 +682,7 @@ def run(args: argparse.Namespace, url: str, result: dict[str, Any]) -> None:
     }
     log(f"{series} series, {panel.height:,} rows: " + ", ".join(f"{g} {len(f):,}" for g, f in frames.items()))
 
-    landing = deployment.settings.landing_dir
-    landing.mkdir(parents=True, exist_ok=True)
-    panel.select("unique_id", pl.col("ds").dt.strftime("%Y-%m-%d"), "y").write_csv(
-        landing / "tsdata_panel.csv"
-    )
-    instance = DagsterInstance.get()
-    engine = engine_for(deployment.database_url)
-    started = time.perf_counter()
-    ingested = operations.ingest(instance, deployment, progress=lambda m: log(f"  ingest: {m}"))
-    keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
-    with engine.connect() as conn:
-        stored_freqs = dict(
-            conn.execute(text("SELECT freq, count(*) FROM forecasting.series GROUP BY 1")).all()
-        )
+    instance, engine, ingested, keys, stored_freqs, started = ingest_panel(deployment, panel, log)
     result["ingest"] = {
         "wall_s": round(time.perf_counter() - started, 1),
         "rows_accepted": sum(f.rows_accepted for f in ingested.files),

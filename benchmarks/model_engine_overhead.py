@@ -748,22 +748,48 @@ def _section(
     }
 
 
-def run(args: argparse.Namespace, url: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
-    import importlib
+def ingest_panel(deployment: Any, panel: pl.DataFrame, log: Callable[[str], None]) -> tuple[Any, ...]:
+    """Land the panel as one CSV and ingest it as a user would: what the model benchmarks share.
 
+    Returns (instance, engine, ingest summary, series partition keys, stored frequency counts,
+    the perf_counter time the ingest started).
+    """
     from dagster import DagsterInstance
     from sqlalchemy import text
 
     from forecasting_pipeline import operations
+    from forecasting_pipeline.resources.database import engine_for
+    from forecasting_pipeline.schemas import SERIES_DIMENSION
+
+    landing = deployment.settings.landing_dir
+    landing.mkdir(parents=True, exist_ok=True)
+    panel.select("unique_id", pl.col("ds").dt.strftime("%Y-%m-%d"), "y").write_csv(
+        landing / "tsdata_panel.csv"
+    )
+    instance = DagsterInstance.get()
+    engine = engine_for(deployment.database_url)
+    started = time.perf_counter()
+    ingested = operations.ingest(instance, deployment, progress=lambda m: log(f"  ingest: {m}"))
+    keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
+    with engine.connect() as conn:
+        stored_freqs = dict(
+            conn.execute(text("SELECT freq, count(*) FROM forecasting.series GROUP BY 1")).all()
+        )
+    return instance, engine, ingested, keys, stored_freqs, started
+
+
+def run(args: argparse.Namespace, url: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    import importlib
+
+    from sqlalchemy import text
+
     from forecasting_pipeline.automation import launch
     from forecasting_pipeline.bootstrap import prepare_deployment
     from forecasting_pipeline.definitions import build_resources, defs
     from forecasting_pipeline.modeling.catalog import NeuralShape, neural_params
     from forecasting_pipeline.modeling.frequency import season_length
-    from forecasting_pipeline.resources.database import engine_for
     from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
     from forecasting_pipeline.resources.parquet_io import PartitionedParquetIOManager
-    from forecasting_pipeline.schemas import SERIES_DIMENSION
 
     database = url.rsplit("/", 1)[1]
     deployment = prepare_deployment()
@@ -805,20 +831,8 @@ def run(args: argparse.Namespace, url: str, result: dict[str, Any], log: Callabl
     }
     log(f"{series} series, {panel.height:,} rows: " + ", ".join(f"{g} {len(f):,}" for g, f in frames.items()))
 
-    landing = deployment.settings.landing_dir
-    landing.mkdir(parents=True, exist_ok=True)
-    panel.select("unique_id", pl.col("ds").dt.strftime("%Y-%m-%d"), "y").write_csv(
-        landing / "tsdata_panel.csv"
-    )
-    instance = DagsterInstance.get()
-    engine = engine_for(deployment.database_url)
-    started = time.perf_counter()
-    ingested = operations.ingest(instance, deployment, progress=lambda m: log(f"  ingest: {m}"))
-    keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
+    instance, engine, ingested, keys, stored_freqs, started = ingest_panel(deployment, panel, log)
     with engine.connect() as conn:
-        stored_freqs = dict(
-            conn.execute(text("SELECT freq, count(*) FROM forecasting.series GROUP BY 1")).all()
-        )
         conn.exec_driver_sql(
             f"CREATE TABLE {SCRATCH} (series_id text, model_name text, cutoff timestamp, step integer, "
             "ds timestamp, yhat double precision, lo_80 double precision, hi_80 double precision, "
