@@ -116,3 +116,8 @@ def test_a_window_where_no_series_could_be_backtested_still_chooses_from_the_gro
     group_best = _scores([("a", "Theta", 0.9)]).select("series_id", "freq_group", "model_name", "value")
     decided = decide(_scores([]), _champions({}), group_best, metric="mase", margin=0.02, series_margin=0.1)
     assert decided.select("series_id", "challenger", "decision").rows() == [("a", "Theta", "first")]
+
+
+def test_a_tie_goes_to_the_single_family_whose_name_says_what_the_forecast_is():
+    scores = _scores([("s", "BestPerSeries", 0.7), ("s", "NHITS", 0.7), ("s", "MeanTop3", 0.9)])
+    assert _decisions(scores, _champions({}))["s"][1] == "NHITS"

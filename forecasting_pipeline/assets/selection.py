@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
+from forecasting_pipeline.modeling.ensembles import is_ensemble
 from forecasting_pipeline.partitions import series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.storage.backtests import group_metrics, series_metrics
@@ -56,6 +57,13 @@ class SelectionConfig(Config):
         return value
 
 
+def _ranked(scores: pl.DataFrame) -> pl.DataFrame:
+    """Candidates per series from best to worst; ties go to single families, then by name."""
+    return scores.sort(
+        pl.col("series_id"), pl.col("value"), is_ensemble(pl.col("model_name")), pl.col("model_name")
+    )
+
+
 def decide(
     scores: pl.DataFrame,
     champions: pl.DataFrame,
@@ -76,7 +84,7 @@ def decide(
     series' best on it loses to the group's best out of sample (M1 monthly: 1.20 vs 1.12 MASE).
     Series too short to backtest take the group's best, which never displaces a champion.
     """
-    ranked = scores.sort("series_id", "value", "model_name").group_by("series_id", maintain_order=True)
+    ranked = _ranked(scores).group_by("series_id", maintain_order=True)
     own = ranked.agg(
         pl.col("freq_group").first(),
         pl.col("model_name").first().alias("own_best"),
@@ -190,8 +198,11 @@ def _group_best(overall: pl.DataFrame, available: pl.DataFrame) -> pl.DataFrame:
             }
         )
     return (
-        available.join(overall.select("freq_group", "model_name", "value"), on=["freq_group", "model_name"])
-        .sort("series_id", "value", "model_name")
+        _ranked(
+            available.join(
+                overall.select("freq_group", "model_name", "value"), on=["freq_group", "model_name"]
+            )
+        )
         .group_by("series_id", maintain_order=True)
         .first()
         .select("series_id", "freq_group", "model_name", "value")

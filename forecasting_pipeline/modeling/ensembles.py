@@ -48,6 +48,12 @@ def ensemble_names(top_k: int, *, group_rank: bool = True) -> list[str]:
     return [*names, BEST_PER_SERIES]
 
 
+def is_ensemble(name: pl.Expr) -> pl.Expr:
+    """Whether a candidate name is one of `ensemble_names` (any top_k): a tie goes to the simpler
+    single model, whose name says what the forecast is."""
+    return name.str.contains(r"^(Group)?(Mean|Median)Top\d+$") | (name == BEST_PER_SERIES)
+
+
 def _check_top_k(top_k: int) -> None:
     # A combination of one model is `BestPerSeries` under another name.
     if top_k < 2:
