@@ -452,6 +452,8 @@ def leaderboard(series_id: str | None, window: str | None, metric: str) -> None:
 def _print_leaderboard(
     deployment, window: str | None, metric: str = "mase", series_id: str | None = None
 ) -> None:
+    import polars as pl
+
     from forecasting_pipeline.resources.database import DatabaseResource
     from forecasting_pipeline.storage.backtests import leaderboard_rows
 
@@ -470,9 +472,18 @@ def _print_leaderboard(
         header = f"{'rank':>4} {'candidate':<18}" + "".join(f"{m:>12}" for m in metrics)
         click.echo(header)
         click.echo("-" * len(header))
-        for rank, row in enumerate(rows.iter_rows(named=True), start=1):
-            values = "".join(f"{row[m]:>12.3f}" if row[m] is not None else f"{'-':>12}" for m in metrics)
-            click.echo(f"{rank:>4} {row['model_name']:<18}{values}")
+        values = [pl.col(m).round(3).cast(pl.String).fill_null("-").str.pad_start(12) for m in metrics]
+        lines = rows.with_row_index("rank", offset=1).select(
+            pl.concat_str(
+                [
+                    pl.col("rank").cast(pl.String).str.pad_start(4),
+                    pl.lit(" "),
+                    pl.col("model_name").str.pad_end(18),
+                    *values,
+                ]
+            )
+        )
+        click.echo("\n".join(lines.to_series().to_list()))
 
 
 @main.group()

@@ -17,6 +17,7 @@ from forecasting_pipeline.assets.conventions import (
     GPU_OP_TAGS,
     GPU_POOL,
     code_version,
+    markdown_table,
     note_run,
     pipeline_asset,
 )
@@ -129,16 +130,12 @@ def backtest_folds(
             summary.append(_backtest_group(step, task))
     return MaterializeResult(
         metadata={
-            "groups": MetadataValue.md(_table(summary)) if summary else "no forecastable series",
+            "groups": MetadataValue.md(markdown_table(pl.DataFrame(summary)))
+            if summary
+            else "no forecastable series",
             "fold_rows": sum(s["fold rows"] for s in summary),
         }
     )
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
 
 
 @dataclass(frozen=True)

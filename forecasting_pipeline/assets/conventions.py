@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import polars as pl
 from dagster import AssetExecutionContext, BackfillPolicy, asset
 from sqlalchemy import Connection
 
@@ -125,3 +126,11 @@ def code_version(context: AssetExecutionContext) -> str:
 def note_run(context: AssetExecutionContext, conn: Connection) -> None:
     """Register the Dagster run in the domain schema, so domain rows join to their code version."""
     record_run(conn, context.run_id, context.job_name or "materialize", code_version(context))
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """A frame as a Markdown table for materialization metadata, formatted column-wise by polars."""
+    cells = [pl.col(c).cast(pl.String).fill_null("") for c in frame.columns]
+    rows = frame.select(pl.concat_str([pl.lit("| "), pl.concat_str(cells, separator=" | "), pl.lit(" |")]))
+    header = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    return "\n".join(header + rows.to_series().to_list())

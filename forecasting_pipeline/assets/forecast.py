@@ -9,7 +9,7 @@ forecasts to `forecasting.published_forecasts`. Every candidate's forecasts stay
 import polars as pl
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
-from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
+from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.assets.training import registered_name
 from forecasting_pipeline.partitions import series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
@@ -88,8 +88,11 @@ def predictions(
     return MaterializeResult(
         metadata={
             "champions": MetadataValue.md(
-                "| champion | intervals | series |\n|---|---|---|\n"
-                + "\n".join(f"| {m} | {i} | {n} |" for m, i, n in champions.sort("model_name").iter_rows())
+                markdown_table(
+                    champions.sort("model_name").rename(
+                        {"model_name": "champion", "interval_method": "intervals"}
+                    )
+                )
             ),
             "published_rows": rows,
             "champion_changes": events,

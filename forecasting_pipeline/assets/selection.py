@@ -19,7 +19,7 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
-from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
+from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.modeling.ensembles import is_ensemble
 from forecasting_pipeline.partitions import series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
@@ -255,8 +255,7 @@ def model_selection(
         metadata={
             "decisions": MetadataValue.json(dict(zip(counts["decision"], counts["len"], strict=True))),
             "best_candidate_series": MetadataValue.md(
-                "| candidate | series |\n|---|---|\n"
-                + "\n".join(f"| {name} | {n} |" for name, n in champions.iter_rows())
+                markdown_table(champions.rename({"challenger": "candidate", "len": "series"}))
             ),
             "metric": config.metric,
             "margin": config.margin,

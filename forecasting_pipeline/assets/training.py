@@ -21,6 +21,7 @@ from forecasting_pipeline.assets.conventions import (
     GPU_OP_TAGS,
     GPU_POOL,
     code_version,
+    markdown_table,
     note_run,
     pipeline_asset,
 )
@@ -238,19 +239,12 @@ def global_models(
         )
     return MaterializeResult(
         metadata={
-            "models": MetadataValue.md(_models_table(trained)) if trained else "none",
+            "models": MetadataValue.md(markdown_table(pl.DataFrame(trained))) if trained else "none",
             "device": device,
             "forecast_rows": sum(t["forecast rows"] for t in trained),
             "skipped_for_time_budget": MetadataValue.json(skipped),
         }
     )
-
-
-def _models_table(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
