@@ -114,8 +114,8 @@ def demo(dataset: str | None, max_steps: int, trials: int) -> None:
         _echo_step(
             4,
             total,
-            f"tuning ({trials} trials per family), training, backtesting and choosing each series' "
-            f"champion for window {ingested.latest_window} (max_steps={max_steps}) …",
+            f"studying drivers, tuning ({trials} trials per family), training, backtesting and choosing "
+            f"each series' champion for window {ingested.latest_window} (max_steps={max_steps}) …",
         )
         result = operations.forecast(
             instance,
@@ -135,6 +135,7 @@ def demo(dataset: str | None, max_steps: int, trials: int) -> None:
     except operations.PipelineRunError as exc:
         raise click.ClickException(str(exc)) from exc
     _print_leaderboard(deployment, result.window)
+    _print_drivers(deployment, result.window)
     _print_forecasts(deployment, result.window)
     click.echo(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     click.echo("Next: `forecasting-pipeline ui` opens the Dagster UI on this same instance")
@@ -484,6 +485,73 @@ def _print_leaderboard(
             )
         )
         click.echo("\n".join(lines.to_series().to_list()))
+
+
+@main.command()
+@click.option("--window", default=None, help="Study window (default: the newest studied).")
+def drivers(window: str | None) -> None:
+    """Which drivers the models take, why, and which features explain the champions' errors."""
+    _print_drivers(_deployment(), window)
+
+
+def _print_drivers(deployment, window: str | None) -> None:
+    import polars as pl
+
+    from forecasting_pipeline.resources.database import DatabaseResource
+    from forecasting_pipeline.storage.studies import driver_selection_rows, feature_importance_rows
+
+    with DatabaseResource(url=deployment.database_url).transaction() as conn:
+        decisions = driver_selection_rows(conn, window)
+        effects = feature_importance_rows(conn, window)
+    if decisions.height == 0 and effects.height == 0:
+        click.echo("\nNo driver studies yet: run `forecasting-pipeline demo` or `forecast` first.")
+        return
+    if decisions.height:
+        click.echo(
+            f"\nDrivers of window {decisions['window_key'][0]} (forecasting.driver_selection; the tests "
+            "behind them in forecasting.granger_tests, correlations in forecasting.correlations):"
+        )
+        lines = decisions.select(
+            pl.concat_str(
+                [
+                    pl.lit("  "),
+                    pl.col("freq_group").str.pad_end(10),
+                    pl.col("driver").str.pad_end(16),
+                    pl.when(pl.col("selected") == "t").then(pl.lit("used    ")).otherwise(pl.lit("not used")),
+                    pl.lit("  "),
+                    pl.col("reason"),
+                ]
+            )
+        )
+        click.echo("\n".join(lines.to_series().to_list()))
+    if effects.height:
+        numbers = effects.with_columns(
+            pl.col("importance", "relative", "baseline_error", "model_error").cast(pl.Float64)
+        )
+        click.echo(
+            f"\nFeature effects on the champions' backtest error, window {numbers['window_key'][0]} "
+            "(forecasting.feature_importances): the increase in the error model's scaled MAE when a "
+            "group is shuffled within each series; above zero, the group explains error the champion left."
+        )
+        for (group,), rows in numbers.group_by("freq_group", maintain_order=True):
+            click.echo(
+                f"{group}: champion scaled MAE {rows['baseline_error'][0]:.3f}, "
+                f"error model {rows['model_error'][0]:.3f}"
+            )
+            lines = rows.select(
+                pl.concat_str(
+                    [
+                        pl.col("rank").str.pad_start(4),
+                        pl.lit(" "),
+                        pl.col("feature_group").str.pad_end(24),
+                        pl.col("importance").round(4).cast(pl.String).str.pad_start(10),
+                        pl.lit("  ("),
+                        (pl.col("relative") * 100).round(1).cast(pl.String),
+                        pl.lit("% of the champion's error)"),
+                    ]
+                )
+            )
+            click.echo("\n".join(lines.to_series().to_list()))
 
 
 @main.group()

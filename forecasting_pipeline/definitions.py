@@ -9,9 +9,12 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar, colored_console_logger
 
 from forecasting_pipeline.assets.backtest import backtest_folds
+from forecasting_pipeline.assets.feature_effects import feature_effects
+from forecasting_pipeline.assets.features import feature_table
 from forecasting_pipeline.assets.forecast import predictions
 from forecasting_pipeline.assets.ingest import observation_history, raw_observations
 from forecasting_pipeline.assets.selection import model_selection, promotions_confirmed
+from forecasting_pipeline.assets.studies import correlation_study, granger_study
 from forecasting_pipeline.assets.training import global_models, local_models, training_panel
 from forecasting_pipeline.assets.tuning import hyperparameter_search
 from forecasting_pipeline.automation.jobs import JOBS
@@ -48,6 +51,9 @@ defs = Definitions(
     assets=[
         raw_observations,
         observation_history,
+        feature_table,
+        correlation_study,
+        granger_study,
         training_panel,
         hyperparameter_search,
         global_models,
@@ -55,6 +61,7 @@ defs = Definitions(
         backtest_folds,
         model_selection,
         predictions,
+        feature_effects,
     ],
     asset_checks=[promotions_confirmed],
     jobs=JOBS,

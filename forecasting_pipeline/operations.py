@@ -322,6 +322,9 @@ def _backtest_like_training(
     return merged or None
 
 
+STUDY_ASSETS = ("feature_table", "correlation_study", "granger_study", "training_panel", "feature_effects")
+
+
 def forecast(
     instance: DagsterInstance,
     window: str,
@@ -332,22 +335,47 @@ def forecast(
     local_model_config: Mapping[str, Any] | None = None,
     backtest_config: Mapping[str, Any] | None = None,
     selection_config: Mapping[str, Any] | None = None,
+    study_configs: Mapping[str, Mapping[str, Any]] | None = None,
     show_steps: bool = False,
 ) -> ForecastSummary:
-    """Tune and train the window's families, then backtest, select champions and publish.
+    """Study the drivers, tune and train the window's families, backtest, select champions,
+    publish, and measure which features explain the champions' errors.
 
-    In the training run the local families do not depend on the neural ones, so they forecast
-    even when neural training failed; the backtest and publication run either way, and a
-    training failure is raised afterwards. The configs override fields of `GlobalModelConfig`,
-    `SearchConfig`, `LocalModelConfig`, `BacktestConfig` and `SelectionConfig`.
+    The studies run first because their verdict decides which drivers the models take. A
+    failed study does not stop forecasting (the models then keep the drivers the last decision
+    gave them, or all of them); in the training run the local families do not depend on the
+    neural ones, so they forecast even when neural training failed. Every failure is raised at
+    the end. The configs override fields of `GlobalModelConfig`, `SearchConfig`,
+    `LocalModelConfig`, `BacktestConfig` and `SelectionConfig`; `study_configs` maps an asset of
+    STUDY_ASSETS to its config (`training_panel` takes the driver rule).
     """
     from forecasting_pipeline.automation import launch
 
+    studies = dict(study_configs or {})
+    unknown = sorted(set(studies) - set(STUDY_ASSETS))
+    if unknown:
+        raise ValueError(f"study configs for unknown assets {unknown}; known: {', '.join(STUDY_ASSETS)}")
     started = time.perf_counter()
+    correlated = launch.study_correlations(
+        instance,
+        window,
+        run_config=_op_config(correlation_study=studies.get("correlation_study")),
+        show_steps=show_steps,
+    )
+    studied = launch.study_series(
+        instance,
+        window,
+        series_keys,
+        run_config=_op_config(
+            feature_table=studies.get("feature_table"), granger_study=studies.get("granger_study")
+        ),
+        show_steps=show_steps,
+    )
     trained = launch.train_window(
         instance,
         window,
         run_config=_op_config(
+            training_panel=studies.get("training_panel"),
             global_models=global_model_config,
             hyperparameter_search=search_config,
             local_models=local_model_config,
@@ -366,8 +394,17 @@ def forecast(
         ),
         show_steps=show_steps,
     )
+    explained = launch.measure_feature_effects(
+        instance,
+        window,
+        run_config=_op_config(feature_effects=studies.get("feature_effects")),
+        show_steps=show_steps,
+    )
+    _check(correlated, f"correlation study of window {window}")
+    _check(studied, f"features and Granger study of window {window}")
     _check(trained, f"training for window {window}")
     _check(forecasted, f"forecasting for window {window}")
+    _check(explained, f"feature effects of window {window}")
     return ForecastSummary(
         window,
         trained.run_id,

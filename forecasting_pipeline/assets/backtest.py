@@ -41,6 +41,7 @@ from forecasting_pipeline.modeling.calibration import (
     conformal_quantiles,
     heldout_coverage,
 )
+from forecasting_pipeline.modeling.drivers import keep_selected_drivers
 from forecasting_pipeline.modeling.ensembles import combine_forecasts, ensemble_folds, ensemble_members
 from forecasting_pipeline.modeling.evaluation import evaluate_backtest, fold_scores, series_scales
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_panel, group_tasks
@@ -61,6 +62,7 @@ from forecasting_pipeline.storage.experiments import record_resource_stats, tune
 from forecasting_pipeline.storage.lineage import ModelRecord, register_model, window_models
 from forecasting_pipeline.storage.observations import read_panel
 from forecasting_pipeline.storage.predictions import store_predictions, window_forecasts
+from forecasting_pipeline.storage.studies import selected_drivers
 
 
 class BacktestConfig(GlobalModelConfig):
@@ -123,10 +125,13 @@ def backtest_folds(
         with database.transaction() as conn:
             panel = read_panel(conn, window_bounds(window).end, series_ids)
             frequencies = stored_frequencies(conn, series_ids)
+            chosen = selected_drivers(conn, window)
         if panel.height == 0:
             continue
         grouped = group_panel(panel, frequencies, model_catalog.catalog())
-        for task in group_tasks(window, grouped.panel.to_pandas(), model_catalog.horizon):
+        # The drivers the window's models were trained with (training_panel's decision).
+        inputs = keep_selected_drivers(grouped.panel, chosen)
+        for task in group_tasks(window, inputs.to_pandas(), model_catalog.horizon):
             summary.append(_backtest_group(step, task))
     return MaterializeResult(
         metadata={

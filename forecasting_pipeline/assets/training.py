@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import polars as pl
@@ -32,6 +32,12 @@ from forecasting_pipeline.assets.model_inputs import (
     resource_stat,
 )
 from forecasting_pipeline.modeling.catalog import FamilySpec
+from forecasting_pipeline.modeling.drivers import (
+    DriverRule,
+    available_drivers,
+    decide_drivers,
+    keep_selected_drivers,
+)
 from forecasting_pipeline.modeling.fitting import (
     fit_local_families,
     fit_neural_model,
@@ -45,6 +51,7 @@ from forecasting_pipeline.modeling.forecast_frame import (
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_panel, group_tasks
 from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import (
+    SAME_WINDOW,
     date_partitions,
     window_bounds,
 )
@@ -63,6 +70,11 @@ from forecasting_pipeline.storage.experiments import (
 from forecasting_pipeline.storage.lineage import MetricRecord, ModelRecord, record_metrics, register_model
 from forecasting_pipeline.storage.observations import history_versions, read_panel
 from forecasting_pipeline.storage.predictions import store_predictions
+from forecasting_pipeline.storage.studies import (
+    driver_evidence,
+    replace_driver_selection,
+    selected_drivers,
+)
 
 
 def lineage_tags(context: AssetExecutionContext, task: GroupTask, data_version: str | None) -> dict[str, str]:
@@ -87,22 +99,49 @@ def registered_name(family: str, group: str) -> str:
     return f"{family}-{group}"
 
 
+class DriverSelectionConfig(Config):
+    """Which drivers the window's models take (see `modeling/drivers.py`)."""
+
+    rule: str = Field(
+        default="screened",
+        description="screened: drivers passing the Granger/FDR screen; all; none; listed: `drivers`.",
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Adjusted p-value a Granger test must beat.")
+    min_share: float = Field(
+        default=0.5, gt=0, le=1, description="Share of a group's testable series in which a driver must pass."
+    )
+    drivers: list[str] = Field(default=[], description="The drivers of rule 'listed'.")
+
+    def driver_rule(self) -> DriverRule:
+        return DriverRule(
+            rule=self.rule, alpha=self.alpha, min_share=self.min_share, listed=tuple(self.drivers)
+        )
+
+
 @pipeline_asset(
     partitions_def=date_partitions,
-    deps=[AssetDep(observation_history)],
+    deps=[AssetDep(observation_history), AssetDep("granger_study", partition_mapping=SAME_WINDOW)],
     group_name="training",
     kinds={"polars", "postgres"},
 )
 def training_panel(
-    context: AssetExecutionContext, database: DatabaseResource, model_catalog: ModelCatalogResource
+    context: AssetExecutionContext,
+    config: DriverSelectionConfig,
+    database: DatabaseResource,
+    model_catalog: ModelCatalogResource,
 ) -> dict[str, pd.DataFrame]:
-    """All forecastable series' history up to the window's end, tagged with its frequency group.
+    """All forecastable series' history up to the window's end, tagged with its frequency group,
+    with the drivers the studies chose for each group.
 
     History comes from `forecasting.observations`, the upserted record of every ingested cell;
     the dependency on this window's `observation_history` marks the panel stale when any cell
     up to the window changes. A series too short, constant or irregular is set aside in
-    `forecasting.forecast_exclusions` with its reason instead of failing the others.
+    `forecasting.forecast_exclusions` with its reason instead of failing the others. The driver
+    decisions (and their evidence) go to `forecasting.driver_selection`, which backtests read so
+    they score the same inputs.
     """
+    rule = config.driver_rule()
+    decisions: list[pl.DataFrame] = []
     catalog = model_catalog.catalog()
     panels: dict[str, pd.DataFrame] = {}
     summary: list[dict[str, Any]] = []
@@ -116,7 +155,12 @@ def training_panel(
             frequencies = stored_frequencies(conn, observed[UNIQUE_ID].unique().to_list())
             grouped = group_panel(observed, frequencies, catalog)
             record_exclusions(conn, window, grouped.excluded, context.run_id)
-            panels[window] = grouped.panel.to_pandas()
+            chosen = decide_drivers(
+                available_drivers(grouped.panel), driver_evidence(conn, window, rule.alpha), rule
+            )
+            replace_driver_selection(conn, window, chosen, context.run_id)
+            decisions.append(chosen.with_columns(pl.lit(window).alias("window")))
+            panels[window] = keep_selected_drivers(grouped.panel, selected_drivers(conn, window)).to_pandas()
             by_group = grouped.panel.group_by("freq_group").agg(pl.col(UNIQUE_ID).n_unique().alias("series"))
             summary.append(
                 {
@@ -127,7 +171,15 @@ def training_panel(
             )
             if grouped.excluded.height:
                 context.log.warning(f"window {window}: set aside {_examples_by_reason(grouped.excluded)}")
-    context.add_output_metadata({"groups": MetadataValue.json(summary)})
+    drivers = pl.concat(decisions) if decisions else pl.DataFrame()
+    context.add_output_metadata(
+        {
+            "groups": MetadataValue.json(summary),
+            "drivers": MetadataValue.md(markdown_table(drivers.drop("rule")))
+            if drivers.height
+            else "no drivers",
+        }
+    )
     return panels
 
 
@@ -162,7 +214,17 @@ class GlobalModelConfig(Config):
     )
 
 
-def cell_columns(frame: pl.DataFrame, task: GroupTask) -> list[pl.Expr]:
+class WindowGroup(Protocol):
+    """A frequency group of a window: a group task, or the history slice a study reads."""
+
+    @property
+    def window(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
+
+
+def cell_columns(frame: pl.DataFrame, task: WindowGroup) -> list[pl.Expr]:
     """window_key, partition_key and freq_group of rows keyed by series: what joins a row to its
     series × window partition and frequency group."""
     return [
@@ -454,6 +516,9 @@ def _fit_local_group(
             "season_length": task.season,
             "freq": task.freq,
             "horizon": task.horizon,
+            # Local families take no drivers; recorded so every model version says what it used.
+            "hist_exog": [],
+            "futr_exog": [],
         }
         for spec in fitted
     }

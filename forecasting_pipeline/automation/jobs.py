@@ -24,6 +24,20 @@ history_job = define_asset_job(
     description="Fold every cell up to a window into the window's history data version.",
 )
 
+correlation_job = define_asset_job(
+    name="study_correlations",
+    selection=AssetSelection.assets("correlation_study"),
+    partitions_def=date_partitions,
+    description="Correlate every target with its drivers and its frequency group's peers, per window.",
+)
+
+series_study_job = define_asset_job(
+    name="study_series",
+    selection=AssetSelection.assets("feature_table", "granger_study"),
+    partitions_def=series_date_partitions,
+    description="Build the feature table and test drivers for Granger causality, per series × window.",
+)
+
 train_job = define_asset_job(
     name="train_models",
     selection=AssetSelection.assets(
@@ -41,4 +55,11 @@ forecast_job = define_asset_job(
     "publish their calibrated forecasts, per series × window.",
 )
 
-JOBS = [ingest_job, history_job, train_job, forecast_job]
+effects_job = define_asset_job(
+    name="measure_feature_effects",
+    selection=AssetSelection.assets("feature_effects"),
+    partitions_def=date_partitions,
+    description="Permutation importance of features and drivers on the champions' backtest error.",
+)
+
+JOBS = [ingest_job, history_job, correlation_job, series_study_job, train_job, forecast_job, effects_job]

@@ -10,7 +10,15 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from forecasting_pipeline.automation.jobs import forecast_job, history_job, ingest_job, train_job
+from forecasting_pipeline.automation.jobs import (
+    correlation_job,
+    effects_job,
+    forecast_job,
+    history_job,
+    ingest_job,
+    series_study_job,
+    train_job,
+)
 from forecasting_pipeline.automation.recovery import launcher_tags
 from forecasting_pipeline.partitions import series_date_range
 
@@ -59,6 +67,21 @@ def ingest_rectangle(
 
 def version_history(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:
     return run_partition_range(history_job.name, instance, window, window, **options)
+
+
+def study_correlations(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:
+    return run_partition_range(correlation_job.name, instance, window, window, **options)
+
+
+def study_series(
+    instance: DagsterInstance, window: str, series_ids: list[str], **options: Any
+) -> ExecuteInProcessResult:
+    start, end = series_date_range(window, series_ids)
+    return run_partition_range(series_study_job.name, instance, start, end, **options)
+
+
+def measure_feature_effects(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:
+    return run_partition_range(effects_job.name, instance, window, window, **options)
 
 
 def train_window(instance: DagsterInstance, window: str, **options: Any) -> ExecuteInProcessResult:

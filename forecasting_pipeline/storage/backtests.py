@@ -175,6 +175,39 @@ def replace_ensemble_members(
     return copy_frame(conn, f"{SCHEMA}.{ENSEMBLE_MEMBERS}", frame, frame.columns)
 
 
+def champion_fold_errors(conn: Connection, window: str) -> pl.DataFrame:
+    """`unique_id, freq_group, cutoff, ds, step, error` of each series' current champion on the
+    window's folds, the error scaled by the series' MASE scale so series pool fairly."""
+    frame = copy_query(
+        conn,
+        f"""
+        SELECT f.series_id AS {UNIQUE_ID}, f.freq_group, f.cutoff, f.ds, f.step,
+               (f.y - f.yhat) / s.scale AS error
+        FROM {SCHEMA}.{BACKTEST_FOLDS} f
+        JOIN {SCHEMA}.current_champions c ON c.series_id = f.series_id AND c.model_name = f.model_name
+        JOIN {SCHEMA}.{SERIES_SCALES} s ON s.series_id = f.series_id AND s.window_key = f.window_key
+        WHERE f.window_key = %s AND s.scale > 0
+        ORDER BY 1, 3, 4
+        """,
+        (window,),
+    )
+    schema = {
+        UNIQUE_ID: pl.Utf8,
+        "freq_group": pl.Utf8,
+        "cutoff": pl.Datetime("ns"),
+        "ds": pl.Datetime("ns"),
+        "step": pl.Int32,
+        "error": pl.Float64,
+    }
+    if frame.width == 0:
+        return pl.DataFrame(schema=schema)
+    return frame.with_columns(
+        pl.col("cutoff", "ds").str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns"),
+        pl.col("step").cast(pl.Int32),
+        pl.col("error").cast(pl.Float64),
+    )
+
+
 LEADERBOARD_METRICS = ("mase", "smape", "mae", "rmse", "scaled_mql", "coverage_80", "coverage_95")
 
 

@@ -371,22 +371,39 @@ _TIMESTAMP = pl.col(DS).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="ns")
 _PANEL_SCHEMA = pl.Schema({UNIQUE_ID: pl.Utf8, DS: pl.Datetime("ns"), Y: pl.Float64})
 
 
-def read_panel(conn: Connection, until: datetime, series_ids: Sequence[str] | None = None) -> pl.DataFrame:
-    """Observations before `until` of `series_ids` (default: all series), long, drivers as columns.
+def read_history(
+    conn: Connection, series_ids: Sequence[str] | None, since: datetime | None, until: datetime
+) -> pl.DataFrame:
+    """Observations of `series_ids` (None: all series) with since <= ts < until, long, drivers as
+    columns: the one reader every study, feature and model input goes through.
 
-    Read in bulk (COPY into polars); `unique_id` is the series id as landed (not its partition
-    key). Drivers are stored as JSONB per row and become one Float64 column each.
+    Read in bulk (COPY into polars) by (series, time range), so a question about a few series or
+    one window never reads all series or all history; `unique_id` is the series id as landed (not
+    its partition key). Drivers are stored as JSONB per row and become one Float64 column each.
     """
-    only = "" if series_ids is None else " AND series_id = ANY(%s)"
+    filters = ["ts < %s"]
+    params: list[object] = [until]
+    if since is not None:
+        filters.append("ts >= %s")
+        params.append(since)
+    if series_ids is not None:
+        filters.append("series_id = ANY(%s)")
+        params.append(list(series_ids))
     rows = copy_query(
         conn,
         f"SELECT series_id AS {UNIQUE_ID}, ts AS {DS}, y AS {Y}, drivers::text AS drivers "
-        f"FROM {SCHEMA}.{OBSERVATIONS} WHERE ts < %s{only} ORDER BY series_id, ts",
-        (until,) if series_ids is None else (until, list(series_ids)),
+        f"FROM {SCHEMA}.{OBSERVATIONS} WHERE {' AND '.join(filters)} ORDER BY series_id, ts",
+        params,
     )
     if rows.height == 0:
         return pl.DataFrame(schema=_PANEL_SCHEMA)
     return _decoded(rows, {UNIQUE_ID: pl.col(UNIQUE_ID), DS: _TIMESTAMP, Y: pl.col(Y).cast(pl.Float64)})
+
+
+def read_panel(conn: Connection, until: datetime, series_ids: Sequence[str] | None = None) -> pl.DataFrame:
+    """Every observation before `until` of `series_ids` (default: all series): a model's training
+    history (see `read_history`)."""
+    return read_history(conn, series_ids, None, until)
 
 
 def read_future_drivers(conn: Connection, cutoffs: pd.Series, steps: int) -> pd.DataFrame:

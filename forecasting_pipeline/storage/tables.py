@@ -40,6 +40,11 @@ ENSEMBLE_MEMBERS = "ensemble_members"
 SELECTION_DECISIONS = "selection_decisions"
 CHAMPION_EVENTS = "champion_events"
 PUBLISHED_FORECASTS = "published_forecasts"
+FEATURES = "features"
+CORRELATIONS = "correlations"
+GRANGER_TESTS = "granger_tests"
+DRIVER_SELECTION = "driver_selection"
+FEATURE_IMPORTANCES = "feature_importances"
 
 # insertmanyvalues batches rows into multi-row VALUES; keep statements well under the
 # 65,535 bind-parameter limit of the PostgreSQL protocol.
