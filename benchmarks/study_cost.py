@@ -89,7 +89,8 @@ def other_pytest_processes() -> int:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        count += b"pytest" in cmdline
+        # A `timeout … python -m pytest` wrapper is not a second run: count the Python processes.
+        count += b"pytest" in cmdline and b"python" in cmdline.split(b" ", 1)[0]
     return count
 
 
@@ -226,6 +227,12 @@ def sanity(engine: Any, window: str) -> dict[str, Any]:
             "granger_load_significant_any_lag": scalar(
                 f"SELECT count(*) FROM forecasting.granger_tests WHERE {driver} AND cause = 'load' "
                 "AND adjusted_p < :a"
+            ),
+            # `lag` is the VAR order BIC chose for the pair, not the lead: an order of at least 3
+            # includes the lead; an order of exactly 3 is the brief's stricter count above.
+            "granger_load_significant_with_lag_at_least_3": scalar(
+                f"SELECT count(*) FROM forecasting.granger_tests WHERE {driver} AND cause = 'load' "
+                f"AND adjusted_p < :a AND lag >= {LOAD_LEAD_HOURS}"
             ),
             "granger_load_significant_by_lag": {int(lag): int(n) for lag, n in lags},
             "granger_temperature_flagged (adjusted_p < 0.01)": scalar(

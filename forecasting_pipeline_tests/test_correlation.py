@@ -237,7 +237,9 @@ def test_cross_series_matches_scipy_on_overlaps(ragged_panel: pl.DataFrame, bloc
 def test_cross_series_block_size_does_not_change_the_answer(ragged_panel: pl.DataFrame) -> None:
     small = cross_series_correlations(ragged_panel, top_k=4, block_size=2)
     large = cross_series_correlations(ragged_panel, top_k=4)
-    assert small.equals(large)
+    # BLAS sums blocks of other shapes in another order: equal up to rounding, not bit for bit.
+    assert small.drop("pearson").equals(large.drop("pearson"))
+    np.testing.assert_allclose(small["pearson"].to_numpy(), large["pearson"].to_numpy(), rtol=0, atol=1e-12)
 
 
 def test_cross_series_min_overlap_and_constant_overlap_are_skipped() -> None:

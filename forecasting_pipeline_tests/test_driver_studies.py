@@ -50,15 +50,24 @@ def test_feature_table_holds_the_window_rows_built_from_past_values_only(pipelin
     assert stored.height == observed.height  # one feature row per observation the window owns
     # The run read only a bounded lookback; its rows equal features built from all history.
     full = build_features(
-        _history(db_engine), spec=FeatureSpec(), season=24, group="hourly", drivers=DRIVERS, since=bounds.start
+        _history(db_engine),
+        spec=FeatureSpec(),
+        season=24,
+        group="hourly",
+        drivers=DRIVERS,
+        since=bounds.start,
     )
     columns = [c for c in full.columns if c not in ("unique_id", "ds")]
     assert set(columns) <= set(stored.columns)
     joined = full.join(stored, on=["unique_id", "ds"], suffix="_stored")
     assert joined.height == full.height
     for column in columns:
-        np.testing.assert_allclose(joined[column].to_numpy(), joined[f"{column}_stored"].to_numpy(), rtol=1e-9)
-    assert {"hour", "y_lag_1", "y_lag_24", "y_roll_mean_7", "gen_forecast", "gen_forecast_lag_1"} <= set(columns)
+        np.testing.assert_allclose(
+            joined[column].to_numpy(), joined[f"{column}_stored"].to_numpy(), rtol=1e-9
+        )
+    assert {"hour", "y_lag_1", "y_lag_24", "y_roll_mean_7", "gen_forecast", "gen_forecast_lag_1"} <= set(
+        columns
+    )
 
 
 def test_correlation_study_matches_scipy_and_shows_a_heatmap(pipeline, db_engine, instance):
@@ -99,7 +108,9 @@ def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engin
 
 
 def test_studies_are_idempotent_when_run_again(pipeline, db_engine, instance):
-    counts = "SELECT (SELECT count(*) FROM forecasting.features), (SELECT count(*) FROM forecasting.granger_tests)"
+    counts = (
+        "SELECT (SELECT count(*) FROM forecasting.features), (SELECT count(*) FROM forecasting.granger_tests)"
+    )
     with db_engine.connect() as conn:
         before = tuple(conn.execute(text(counts)).one())
     assert launch.study_series(instance, WINDOW, series_keys(instance)).success
@@ -110,14 +121,17 @@ def test_studies_are_idempotent_when_run_again(pipeline, db_engine, instance):
 
 def test_screened_drivers_are_the_models_inputs_and_recorded_on_their_versions(pipeline, db_engine):
     decisions = _frame(
-        db_engine, "SELECT * FROM forecasting.driver_selection WHERE window_key = :w ORDER BY driver", w=WINDOW
+        db_engine,
+        "SELECT * FROM forecasting.driver_selection WHERE window_key = :w ORDER BY driver",
+        w=WINDOW,
     )
     assert list(decisions["driver"]) == DRIVERS
     assert (decisions["rule"] == "screened").all() and decisions["reason"].str.len().gt(0).all()
     passing = _frame(
         db_engine,
-        "SELECT cause, count(*) FILTER (WHERE adjusted_p < 0.05) AS passing, count(*) FILTER (WHERE testable) AS "
-        "tested FROM forecasting.granger_tests WHERE window_key = :w AND direction = 'driver_to_target' "
+        "SELECT cause, count(*) FILTER (WHERE adjusted_p < 0.05) AS passing, "
+        "count(*) FILTER (WHERE testable) AS tested FROM forecasting.granger_tests "
+        "WHERE window_key = :w AND direction = 'driver_to_target' "
         "GROUP BY cause ORDER BY cause",
         w=WINDOW,
     )
@@ -126,7 +140,8 @@ def test_screened_drivers_are_the_models_inputs_and_recorded_on_their_versions(p
     chosen = set(decisions.loc[decisions["selected"], "driver"])
     params = _frame(
         db_engine,
-        "SELECT model_name, params FROM forecasting.models WHERE window_key = :w AND scope IN ('global', 'local')",
+        "SELECT model_name, params FROM forecasting.models "
+        "WHERE window_key = :w AND scope IN ('global', 'local')",
         w=WINDOW,
     )
     for model, recorded in zip(params["model_name"], params["params"], strict=True):
@@ -138,7 +153,9 @@ def test_screened_drivers_are_the_models_inputs_and_recorded_on_their_versions(p
 
 def test_feature_effects_rank_feature_groups_on_the_champion_error(pipeline, db_engine, instance):
     effects = _frame(
-        db_engine, "SELECT * FROM forecasting.feature_importances WHERE window_key = :w ORDER BY rank", w=WINDOW
+        db_engine,
+        "SELECT * FROM forecasting.feature_importances WHERE window_key = :w ORDER BY rank",
+        w=WINDOW,
     )
     assert len(effects) > 0
     groups = set(effects["feature_group"])
