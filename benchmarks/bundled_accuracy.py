@@ -7,9 +7,10 @@ after its cutoff — data no step of that window saw. Reported per window and ov
 champion's MASE and sMAPE beside seasonal naive's and Theta's forecasts from the same runs, and
 the coverage of the published 80% and 95% intervals.
 
-    python benchmarks/bundled_accuracy.py [--max-steps 300] [--trials 4]
+    python benchmarks/bundled_accuracy.py [--max-steps 300] [--trials 4] [--driver-rule screened]
 
-Results: benchmarks/results/bundled_accuracy.json.
+Results: benchmarks/results/bundled_accuracy.json (or --result-name). `driver_value.py` runs it
+once per driver rule to tell whether the drivers the studies choose improve the champions.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--driver-rule", default="screened", help="screened, all or none.")
+    parser.add_argument("--windows", nargs="+", default=WINDOWS)
+    parser.add_argument("--result-name", default="bundled_accuracy")
     args = parser.parse_args()
+    windows = args.windows
     with fresh_database() as url:
         configure(url, FP_PARTITION_START="2016-10-02")
         from dagster import DagsterInstance
@@ -75,7 +80,7 @@ def main() -> None:
         operations.ingest(instance, deployment, progress=lambda _: None)
         keys = list(instance.get_dynamic_partitions("series"))
         seconds = {}
-        for window in WINDOWS:
+        for window in windows:
             started = time.perf_counter()
             operations.forecast(
                 instance,
@@ -84,6 +89,7 @@ def main() -> None:
                 global_model_config={"max_steps": args.max_steps},
                 search_config={"trials": args.trials},
                 backtest_config={"max_steps": args.max_steps},
+                study_configs={"training_panel": {"rule": args.driver_rule}},
             )
             seconds[window] = round(time.perf_counter() - started, 1)
             print(f"window {window}: {seconds[window]} s", flush=True)
@@ -93,14 +99,14 @@ def main() -> None:
                 conn,
                 f"SELECT {COLUMNS}, 'champion' AS model, "
                 "model_name AS champion FROM forecasting.published_forecasts WHERE window_key = ANY(%s)",
-                (WINDOWS,),
+                (windows,),
             )
             baselines = copy_query(
                 conn,
                 f"SELECT {COLUMNS}, model_name AS model "
                 "FROM forecasting.predictions WHERE window_key = ANY(%s) "
                 "AND model_name IN ('SeasonalNaive', 'AutoTheta', 'AutoETS', 'NHITS')",
-                (WINDOWS,),
+                (windows,),
             )
             actuals = copy_query(conn, "SELECT series_id, ts AS ds, y FROM forecasting.observations")
             # MASE scale per origin: in-sample seasonal-naive MAE of the history up to the cutoff.
@@ -113,7 +119,7 @@ def main() -> None:
                    JOIN forecasting.observations l ON l.series_id = o.series_id
                         AND l.ts = o.ts - interval '24 hours'
                    GROUP BY c.series_id, c.cutoff""",
-                (WINDOWS,),
+                (windows,),
             )
             champions = conn.execute(
                 text(
@@ -121,8 +127,21 @@ def main() -> None:
                     "FROM forecasting.published_forecasts WHERE window_key = ANY(:w) "
                     "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2"
                 ),
-                {"w": WINDOWS},
+                {"w": windows},
             ).all()
+            backtest = copy_query(
+                conn,
+                "SELECT window_key, freq_group, model_name, value AS mase FROM forecasting.backtest_metrics "
+                "WHERE window_key = ANY(%s) AND series_id IS NULL AND step IS NULL AND metric = 'mase' "
+                "ORDER BY 1, 4",
+                (windows,),
+            )
+            drivers = copy_query(
+                conn,
+                "SELECT window_key, driver, selected, reason FROM forecasting.driver_selection "
+                "WHERE window_key = ANY(%s) ORDER BY 1, 2",
+                (windows,),
+            )
     floats = ["yhat", "lo_80", "hi_80", "lo_95", "hi_95"]
     typed = [
         frame.with_columns(
@@ -138,11 +157,16 @@ def main() -> None:
     overall = _scores(forecasts, actuals, scales)
     by_window = {
         window: _scores(forecasts.filter(pl.col("window_key") == window), actuals, scales).to_dicts()
-        for window in WINDOWS
+        for window in windows
     }
     result = {
         "dataset": "epf_fr_be (bundled): hourly day-ahead prices of France and Belgium",
-        "windows": WINDOWS,
+        "windows": windows,
+        "driver_rule": args.driver_rule,
+        "drivers": drivers.to_dicts(),
+        "backtest_mase_by_candidate": backtest.with_columns(
+            pl.col("mase").cast(pl.Float64).round(4)
+        ).to_dicts(),
         "horizon": 24,
         "max_steps": args.max_steps,
         "trials": args.trials,
@@ -153,7 +177,7 @@ def main() -> None:
         "overall": overall.to_dicts(),
         "by_window": by_window,
     }
-    write_result("bundled_accuracy", result)
+    write_result(args.result_name, result)
     print(overall)
 
 

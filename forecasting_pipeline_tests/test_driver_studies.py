@@ -94,14 +94,23 @@ def test_correlation_study_matches_scipy_and_shows_a_heatmap(pipeline, db_engine
 
 
 def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engine, instance):
-    tests = _frame(db_engine, "SELECT * FROM forecasting.granger_tests WHERE window_key = :w", w=WINDOW)
+    tests = _frame(
+        db_engine,
+        "SELECT * FROM forecasting.granger_tests WHERE window_key = :w AND cause_kind = 'driver'",
+        w=WINDOW,
+    )
     assert len(tests) == len(SERIES) * len(DRIVERS) * 2  # both directions
     assert set(tests["direction"]) == {"driver_to_target", "target_to_driver"}
     assert set(tests["partition_key"]) == {f"{WINDOW}|{s}" for s in SERIES}
     testable = tests[tests["testable"]]
     assert len(testable) > 0 and testable["lag"].ge(1).all() and testable["n_obs"].gt(0).all()
-    expected = multipletests(testable["p_value"].to_numpy(), method="fdr_bh")[1]
-    np.testing.assert_allclose(testable["adjusted_p"].to_numpy(), expected, atol=1e-12)
+    every = _frame(
+        db_engine,
+        "SELECT p_value, adjusted_p FROM forecasting.granger_tests WHERE window_key = :w AND testable",
+        w=WINDOW,
+    )
+    expected = multipletests(every["p_value"].to_numpy(), method="fdr_bh")[1]
+    np.testing.assert_allclose(every["adjusted_p"].to_numpy(), expected, atol=1e-12)
     assert tests[~tests["testable"]]["reason"].notna().all()
     summary = instance.get_latest_materialization_event(AssetKey("granger_study")).asset_materialization
     assert "driver_to_target" in summary.metadata["summary"].value
@@ -109,7 +118,8 @@ def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engin
 
 def test_studies_are_idempotent_when_run_again(pipeline, db_engine, instance):
     counts = (
-        "SELECT (SELECT count(*) FROM forecasting.features), (SELECT count(*) FROM forecasting.granger_tests)"
+        "SELECT (SELECT count(*) FROM forecasting.features), "
+        "(SELECT count(*) FROM forecasting.correlations), (SELECT count(*) FROM forecasting.granger_tests WHERE cause_kind = 'driver')"
     )
     with db_engine.connect() as conn:
         before = tuple(conn.execute(text(counts)).one())
@@ -165,3 +175,21 @@ def test_feature_effects_rank_feature_groups_on_the_champion_error(pipeline, db_
     assert effects["baseline_error"].gt(0).all() and effects["rows"].gt(0).all()
     event = instance.get_latest_materialization_event(AssetKey("feature_effects"))
     assert "driver:" in event.asset_materialization.metadata["importances"].value
+
+
+def test_peers_of_the_correlation_study_are_tested_as_causes(pipeline, db_engine, instance):
+    result = launch.study_series(
+        instance,
+        WINDOW,
+        series_keys(instance),
+        run_config={"ops": {"granger_study": {"config": {"peers": 1}}}},
+    )
+    assert result.success
+    peers = _frame(
+        db_engine,
+        "SELECT series_id, cause, testable FROM forecasting.granger_tests "
+        "WHERE window_key = :w AND cause_kind = 'peer' AND direction = 'driver_to_target' ORDER BY 1",
+        w=WINDOW,
+    )
+    # Two series: each one's strongest peer is the other market.
+    assert list(peers["cause"]) == ["peer:FR", "peer:BE"] and peers["testable"].all()
