@@ -119,7 +119,8 @@ def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engin
 def test_studies_are_idempotent_when_run_again(pipeline, db_engine, instance):
     counts = (
         "SELECT (SELECT count(*) FROM forecasting.features), "
-        "(SELECT count(*) FROM forecasting.correlations), (SELECT count(*) FROM forecasting.granger_tests WHERE cause_kind = 'driver')"
+        "(SELECT count(*) FROM forecasting.correlations), "
+        "(SELECT count(*) FROM forecasting.granger_tests WHERE cause_kind = 'driver')"
     )
     with db_engine.connect() as conn:
         before = tuple(conn.execute(text(counts)).one())
