@@ -302,3 +302,17 @@ def test_screen_passes_only_testable_driver_to_target_rows_under_alpha():
 def test_settings_are_validated(kwargs: dict):
     with pytest.raises(ValueError):
         GrangerSettings(**kwargs)
+
+
+def test_worker_processes_give_the_same_rows_as_one_process():
+    from forecasting_pipeline.modeling.granger import PARALLEL_MIN_SERIES
+
+    frame = pl.concat(
+        [_driven(seed, n=120, unique_id=f"s{seed:03d}") for seed in range(PARALLEL_MIN_SERIES + 2)]
+    )
+    settings = GrangerSettings(max_lag=4)
+    serial = granger_tests(frame, ["x", "z"], settings)
+    parallel = granger_tests(frame, ["x", "z"], settings, n_jobs=2)
+    assert parallel.sort("unique_id", "cause", "direction").equals(
+        serial.sort("unique_id", "cause", "direction")
+    )

@@ -10,6 +10,7 @@ verdicts into the drivers each frequency group's models take.
 """
 
 import base64
+import os
 from typing import Any
 
 import polars as pl
@@ -200,6 +201,7 @@ class GrangerConfig(Config):
         default=0, ge=0, description="Also test this many strongest peers (correlation_study)."
     )
     both_directions: bool = Field(default=True, description="Also test target -> driver (feedback).")
+    n_jobs: int = Field(default=0, ge=0, description="Worker processes for the tests; 0: one per CPU core.")
 
     @field_validator("ic")
     @classmethod
@@ -290,7 +292,7 @@ def _test_slice(
     if config.peers:
         history, peers = _with_peers(conn, part.window, history, config.peers)
     causes = [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
-    tests = granger_tests(history, causes, settings)
+    tests = granger_tests(history, causes, settings, n_jobs=config.n_jobs or os.cpu_count() or 1)
     if tests.height == 0:
         return tests
     tests = tests.with_columns(

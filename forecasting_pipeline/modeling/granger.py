@@ -159,24 +159,32 @@ def _make_stationary(values: np.ndarray, settings: GrangerSettings, side: str) -
     return _Stationarity(values, settings.max_differences, False, adf_p, kpss_p)
 
 
-def _granger(effect: np.ndarray, cause: np.ndarray, settings: GrangerSettings) -> dict[str, Any]:
-    """Lag by information criterion on the bivariate VAR, then the SSR F test at that one lag.
+def _lag_order(target: np.ndarray, driver: np.ndarray, settings: GrangerSettings) -> int:
+    """Lag by information criterion on the bivariate VAR, shared by both directions.
 
-    The lag search is capped by what the VAR can estimate ((n - 3) // 3 for two equations with a
-    constant, which also satisfies grangercausalitytests' n > 3·lag + 1) and by `min_observations`
-    rows left for the regression, so a short pair gets a shorter lag rather than no test.
+    The criteria depend on the VAR's residual covariance determinant and parameter count, which
+    do not change when the two columns swap, so one search serves both tests (it is the costly
+    step). The search is capped by what the VAR can estimate ((n - 3) // 3 for two equations
+    with a constant, which also satisfies grangercausalitytests' n > 3·lag + 1) and by
+    `min_observations` rows left for the regression, so a short pair gets a shorter lag rather
+    than no test.
     """
     from statsmodels.tsa.api import VAR
-    from statsmodels.tsa.stattools import grangercausalitytests
 
-    n = effect.size
+    n = target.size
     feasible = min(settings.max_lag, (n - 3) // 3, n - settings.min_observations)
     if feasible < 1:
         raise _NotTestableError(_too_short(n - 1, settings))
-    data = np.column_stack([effect, cause])
-    order = VAR(data).select_order(maxlags=feasible)
+    order = VAR(np.column_stack([target, driver])).select_order(maxlags=feasible)
     # select_order may pick 0 lags (constant only); Granger causality needs at least one.
-    lag = max(1, int(order.selected_orders[settings.ic]))
+    return max(1, int(order.selected_orders[settings.ic]))
+
+
+def _granger(effect: np.ndarray, cause: np.ndarray, lag: int) -> dict[str, Any]:
+    """The SSR F test of `cause`'s lags in the regression of `effect`, at the chosen lag."""
+    from statsmodels.tsa.stattools import grangercausalitytests
+
+    data = np.column_stack([effect, cause])
     result = grangercausalitytests(data, maxlag=[lag])[lag]
     statistic, p_value, df_den, df_num = result[0]["ssr_ftest"]
     unrestricted = result[1][1]
@@ -240,13 +248,17 @@ def _pair_rows(
     if n - 1 < settings.min_observations:
         return not_testable(_too_short(n - 1, settings))
 
+    try:
+        lag = _lag_order(y_values, x_values, settings)
+    except _NotTestableError as exc:
+        return not_testable(str(exc))
+    except errors as exc:
+        return not_testable(f"test failed: {exc}")
     rows: list[dict[str, Any]] = []
     for direction in directions:
         effect, causing = (y_values, x_values) if direction == DRIVER_TO_TARGET else (x_values, y_values)
         try:
-            tested = _granger(effect, causing, settings)
-        except _NotTestableError as exc:
-            rows += not_testable(str(exc), [direction])
+            tested = _granger(effect, causing, lag)
         except errors as exc:
             rows += not_testable(f"test failed: {exc}", [direction])
         else:
@@ -256,7 +268,13 @@ def _pair_rows(
     return rows
 
 
-def granger_tests(history: pl.DataFrame, causes: Sequence[str], settings: GrangerSettings) -> pl.DataFrame:
+# Below this many series, starting worker processes costs more than it saves.
+PARALLEL_MIN_SERIES = 64
+
+
+def granger_tests(
+    history: pl.DataFrame, causes: Sequence[str], settings: GrangerSettings, n_jobs: int = 1
+) -> pl.DataFrame:
     """One row per (series, cause, direction), with raw p-values; see `GRANGER_SCHEMA`.
 
     history: unique_id (Utf8), ds (Datetime), y (Float64), and one Float64 column per cause (drivers
@@ -267,7 +285,10 @@ def granger_tests(history: pl.DataFrame, causes: Sequence[str], settings: Grange
     Bad data never raises: too short, constant, missing or numerically degenerate pairs give rows
     with testable=False and a reason, so one odd series cannot sink a whole partition's screen.
     A cause column absent from `history` counts as missing. Each pair is a separate statsmodels
-    call, hence the Python loop over (series, cause); no loop runs over rows.
+    call, hence the Python loop over (series, cause); no loop runs over rows. With `n_jobs` > 1
+    and at least PARALLEL_MIN_SERIES series, the series are split over that many worker
+    processes (spawned, not forked: the caller may hold torch's thread pools, which do not
+    survive a fork); results do not depend on the split.
     """
     reserved = {UNIQUE_ID, DS, Y}
     clashing = [cause for cause in causes if cause in reserved]
@@ -284,6 +305,25 @@ def granger_tests(history: pl.DataFrame, causes: Sequence[str], settings: Grange
         pl.col(Y).cast(pl.Float64),
         *(pl.col(cause).cast(pl.Float64) for cause in present),
     ).sort(UNIQUE_ID, DS)
+    series_ids = frame[UNIQUE_ID].unique(maintain_order=True).to_list()
+    if n_jobs > 1 and len(series_ids) >= PARALLEL_MIN_SERIES:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [
+            frame.filter(pl.col(UNIQUE_ID).is_in(list(part)))
+            for part in np.array_split(np.asarray(series_ids, dtype=object), n_jobs)
+        ]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+            parts = list(pool.map(_series_tests, chunks, [causes] * n_jobs, [settings] * n_jobs))
+        return pl.concat(parts, how="vertical")
+    return _series_tests(frame, causes, settings)
+
+
+def _series_tests(frame: pl.DataFrame, causes: Sequence[str], settings: GrangerSettings) -> pl.DataFrame:
+    """The tests of every series in `frame` (sorted, typed, with every cause column present or not)."""
+    present = [cause for cause in causes if cause in frame.columns]
     rows: list[dict[str, Any]] = []
     for series in frame.partition_by(UNIQUE_ID, maintain_order=True):
         unique_id = series[UNIQUE_ID][0]
