@@ -16,6 +16,9 @@ from forecasting_pipeline.settings import REPO_ROOT
 SLICE = [
     "raw_observations",
     "observation_history",
+    "feature_table",
+    "correlation_study",
+    "granger_study",
     "training_panel",
     "hyperparameter_search",
     "global_models",
@@ -23,6 +26,7 @@ SLICE = [
     "backtest_folds",
     "model_selection",
     "predictions",
+    "feature_effects",
 ]
 
 
@@ -33,13 +37,17 @@ def test_the_vertical_slice_is_wired_left_to_right():
     assert parents == {
         "raw_observations": set(),
         "observation_history": {"raw_observations"},
-        "training_panel": {"observation_history"},
+        "feature_table": {"raw_observations"},
+        "correlation_study": {"observation_history"},
+        "granger_study": {"raw_observations", "correlation_study"},
+        "training_panel": {"observation_history", "granger_study"},
         "hyperparameter_search": {"training_panel"},
         "global_models": {"training_panel", "hyperparameter_search"},
         "local_models": {"training_panel", "hyperparameter_search"},
         "backtest_folds": {"global_models", "local_models"},
         "model_selection": {"backtest_folds"},
         "predictions": {"model_selection"},
+        "feature_effects": {"predictions"},
     }
     (check,) = [key for key in graph.asset_check_keys if key.asset_key == AssetKey("model_selection")]
     assert check.name == "promotions_confirmed"
@@ -61,7 +69,14 @@ def test_every_asset_batches_a_backfill_into_one_run_and_training_uses_the_gpu_p
         limits = k8s["container_config"]["resources"]["limits"]
         assert limits == {"nvidia.com/gpu": "1"} and op.tags["dagster-celery/queue"] == "gpu"
     assert "dagster-celery/queue" not in defs.resolve_assets_def("local_models").op.tags
-    for job in ("ingest_observations", "train_models", "publish_forecasts"):
+    for job in (
+        "ingest_observations",
+        "study_correlations",
+        "study_series",
+        "train_models",
+        "publish_forecasts",
+        "measure_feature_effects",
+    ):
         assert defs.resolve_job_def(job) is not None
 
 
