@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import hashlib
 import io
 import os
 import platform
@@ -262,6 +263,27 @@ def profile_top(profiler: cProfile.Profile, rows: int = 30) -> dict[str, str]:
     return out
 
 
+def package_digest() -> str:
+    """A digest of the package's code: the package is edited while benchmarks run, so the result
+    says which code it measured (and whether it changed underneath the run)."""
+    root = Path(__file__).resolve().parent.parent / "forecasting_pipeline"
+    digest = hashlib.sha256()
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.yaml")]):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def serial_granger_config() -> dict[str, Any] | None:
+    """Run config keeping granger_study's tests in this process, so cProfile sees them (worker
+    processes are invisible to it); None when the asset has no `n_jobs` setting."""
+    from forecasting_pipeline.assets.studies import GrangerConfig
+
+    if "n_jobs" not in GrangerConfig.model_fields:
+        return None
+    return {"ops": {"granger_study": {"config": {"n_jobs": 1}}}}
+
+
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -327,11 +349,14 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         instance,
     )
     profiler = cProfile.Profile() if args.profile else None
+    series_config = serial_granger_config() if args.profile else None
+    if series_config:
+        result["notes"].append("profiled run: granger_study ran with n_jobs 1 (in this process)")
 
     def study_series() -> Any:
         if profiler is None:
             return launch.study_series(instance, window, keys)
-        return profiler.runcall(launch.study_series, instance, window, keys)
+        return profiler.runcall(launch.study_series, instance, window, keys, run_config=series_config)
 
     stages["study_series"] = timed_launch(
         "study_series (feature_table, granger_study)", study_series, instance
@@ -382,6 +407,7 @@ def main() -> None:
         "arguments": vars(args),
         "machine": machine(),
         "at_start": load_snapshot(),
+        "package_digest_at_start": package_digest(),
         "notes": [],
     }
     started = time.perf_counter()
@@ -405,6 +431,12 @@ def main() -> None:
     result["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
     result["peak_rss_mb"] = round(peak_rss_mb())
     result["at_end"] = load_snapshot()
+    result["package_digest_at_end"] = package_digest()
+    if result["package_digest_at_end"] != result["package_digest_at_start"]:
+        result["notes"].append(
+            "the package's files changed while the benchmark ran: the runs used the modules imported "
+            "before the change"
+        )
     busy = result["at_start"]["load_average"][0]
     if busy > 0.5 or result["at_start"]["other_pytest_processes"]:
         result["notes"].append(

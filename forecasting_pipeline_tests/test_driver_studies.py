@@ -17,6 +17,7 @@ from statsmodels.stats.multitest import multipletests
 
 from forecasting_pipeline.automation import launch
 from forecasting_pipeline.modeling.features import FeatureSpec, build_features
+from forecasting_pipeline.modeling.granger import GrangerSettings, granger_tests
 from forecasting_pipeline.partitions import window_bounds
 from forecasting_pipeline.storage.features import read_features
 from forecasting_pipeline.storage.observations import read_history
@@ -112,6 +113,16 @@ def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engin
     expected = multipletests(every["p_value"].to_numpy(), method="fdr_bh")[1]
     np.testing.assert_allclose(every["adjusted_p"].to_numpy(), expected, atol=1e-12)
     assert tests[~tests["testable"]]["reason"].notna().all()
+    # The asset tested each series' last 720 hours: the same call on that slice gives the same rows.
+    since = window_bounds(WINDOW).end - timedelta(hours=720)
+    again = granger_tests(_history(db_engine, since), DRIVERS, GrangerSettings(max_lag=24))
+    merged = tests.merge(
+        again.rename({"unique_id": "series_id"}).to_pandas(), on=["series_id", "cause", "direction"]
+    )
+    assert len(merged) == len(tests)
+    np.testing.assert_allclose(merged["statistic_x"], merged["statistic_y"], atol=1e-6)
+    np.testing.assert_allclose(merged["p_value_x"], merged["p_value_y"], atol=1e-6)
+    assert (merged["lag_x"] == merged["lag_y"]).all()
     summary = instance.get_latest_materialization_event(AssetKey("granger_study")).asset_materialization
     assert "driver_to_target" in summary.metadata["summary"].value
 
