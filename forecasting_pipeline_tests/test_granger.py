@@ -316,3 +316,15 @@ def test_worker_processes_give_the_same_rows_as_one_process():
     assert parallel.sort("unique_id", "cause", "direction").equals(
         serial.sort("unique_id", "cause", "direction")
     )
+
+
+@pytest.mark.parametrize("ic", ["aic", "bic", "hqic", "fpe"])
+def test_lag_search_equals_var_select_order_for_every_criterion(ic: str):
+    from statsmodels.tsa.api import VAR
+
+    from forecasting_pipeline.modeling.granger import _var_criteria
+
+    frame = _driven(7, n=300)
+    data = np.column_stack([frame["y"].to_numpy(), frame["x"].to_numpy()])
+    expected = VAR(data).select_order(maxlags=10).ics[ic]
+    np.testing.assert_allclose(_var_criteria(data, 10, ic), expected, rtol=1e-9)

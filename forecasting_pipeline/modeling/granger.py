@@ -163,21 +163,63 @@ def _lag_order(target: np.ndarray, driver: np.ndarray, settings: GrangerSettings
     """Lag by information criterion on the bivariate VAR, shared by both directions.
 
     The criteria depend on the VAR's residual covariance determinant and parameter count, which
-    do not change when the two columns swap, so one search serves both tests (it is the costly
-    step). The search is capped by what the VAR can estimate ((n - 3) // 3 for two equations
-    with a constant, which also satisfies grangercausalitytests' n > 3·lag + 1) and by
-    `min_observations` rows left for the regression, so a short pair gets a shorter lag rather
-    than no test.
+    do not change when the two columns swap, so one search serves both tests. The search is
+    capped by what the VAR can estimate ((n - 3) // 3 for two equations with a constant, which
+    also satisfies grangercausalitytests' n > 3·lag + 1) and by `min_observations` rows left for
+    the regression, so a short pair gets a shorter lag rather than no test.
     """
-    from statsmodels.tsa.api import VAR
-
     n = target.size
     feasible = min(settings.max_lag, (n - 3) // 3, n - settings.min_observations)
     if feasible < 1:
         raise _NotTestableError(_too_short(n - 1, settings))
-    order = VAR(np.column_stack([target, driver])).select_order(maxlags=feasible)
-    # select_order may pick 0 lags (constant only); Granger causality needs at least one.
-    return max(1, int(order.selected_orders[settings.ic]))
+    criteria = _var_criteria(np.column_stack([target, driver]), feasible, settings.ic)
+    if criteria is None:  # a rank-deficient design: let statsmodels' least squares decide
+        from statsmodels.tsa.api import VAR
+
+        order = VAR(np.column_stack([target, driver])).select_order(maxlags=feasible)
+        chosen = int(order.selected_orders[settings.ic])
+    else:
+        chosen = int(np.argmin(criteria))
+    # The search may pick 0 lags (constant only); Granger causality needs at least one.
+    return max(1, chosen)
+
+
+def _var_criteria(data: np.ndarray, max_lag: int, ic: str) -> np.ndarray | None:
+    """The information criterion of VAR(p), p = 0…max_lag, as `VAR.select_order` defines it.
+
+    Same sample for every p (the last n - max_lag rows), constant term, MLE residual covariance;
+    aic/bic/hqic/fpe per Lütkepohl as statsmodels computes them. The nested designs share one QR
+    factorization: VAR(p)'s residuals are the projection off the first 1 + 2p columns, so the
+    whole search costs one decomposition instead of max_lag + 1 least-squares fits (it was most
+    of a study's time). None when the design is rank-deficient.
+    """
+    n, equations = data.shape
+    rows = n - max_lag
+    response = data[max_lag:]
+    lagged = [data[max_lag - k : n - k] for k in range(1, max_lag + 1)]
+    design = np.column_stack([np.ones(rows), *lagged])
+    basis, triangle = np.linalg.qr(design)
+    diagonal = np.abs(np.diag(triangle))
+    if diagonal.min() <= 1e-10 * diagonal.max():
+        return None
+    coefficients = basis.T @ response
+    values = np.empty(max_lag + 1)
+    for lags in range(max_lag + 1):
+        columns = 1 + equations * lags
+        residuals = response - basis[:, :columns] @ coefficients[:columns]
+        sign, log_det = np.linalg.slogdet(residuals.T @ residuals / rows)
+        log_det = log_det if sign > 0 else -np.inf
+        free = lags * equations**2 + equations
+        if ic == "aic":
+            values[lags] = log_det + 2.0 / rows * free
+        elif ic == "bic":
+            values[lags] = log_det + np.log(rows) / rows * free
+        elif ic == "hqic":
+            values[lags] = log_det + 2.0 * np.log(np.log(rows)) / rows * free
+        else:  # fpe
+            df_model = equations * lags + 1
+            values[lags] = ((rows + df_model) / (rows - df_model)) ** equations * np.exp(log_det)
+    return values
 
 
 def _granger(effect: np.ndarray, cause: np.ndarray, lag: int) -> dict[str, Any]:
@@ -199,7 +241,12 @@ def _granger(effect: np.ndarray, cause: np.ndarray, lag: int) -> dict[str, Any]:
 
 
 def _pair_rows(
-    unique_id: str, cause: str, target: np.ndarray, driver: np.ndarray, settings: GrangerSettings
+    unique_id: str,
+    cause: str,
+    target: np.ndarray,
+    driver: np.ndarray,
+    settings: GrangerSettings,
+    target_memo: dict[bytes, _Stationarity] | None = None,
 ) -> list[dict[str, Any]]:
     """All directions' rows of one (series, driver) pair; every failure becomes a reason, not a raise."""
     directions = (DRIVER_TO_TARGET, TARGET_TO_DRIVER) if settings.both_directions else (DRIVER_TO_TARGET,)
@@ -219,6 +266,7 @@ def _pair_rows(
     # worst blurs a lag by the gap's length; imputing would invent the very dependence under test.
     both = np.isfinite(target) & np.isfinite(driver)
     target, driver = target[both], driver[both]
+    memo = {} if target_memo is None else target_memo
     if target.size - 1 < settings.min_observations:
         return not_testable(_too_short(max(target.size - 1, 0), settings))
     if _is_constant(target):
@@ -226,7 +274,11 @@ def _pair_rows(
     if _is_constant(driver):
         return not_testable("constant cause")
     try:
-        target_side = _make_stationary(target, settings, "target")
+        # The target's rows are the same for every driver observed where it is: judged once.
+        key = np.packbits(both).tobytes()
+        if key not in memo:
+            memo[key] = _make_stationary(target, settings, "target")
+        target_side = memo[key]
         driver_side = _make_stationary(driver, settings, "cause")
     except _NotTestableError as exc:
         return not_testable(str(exc))
@@ -309,32 +361,51 @@ def granger_tests(
     if n_jobs > 1 and len(series_ids) >= PARALLEL_MIN_SERIES:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         chunks = [
             frame.filter(pl.col(UNIQUE_ID).is_in(list(part)))
             for part in np.array_split(np.asarray(series_ids, dtype=object), n_jobs)
         ]
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
-            parts = list(pool.map(_series_tests, chunks, [causes] * n_jobs, [settings] * n_jobs))
-        return pl.concat(parts, how="vertical")
+        try:
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+                parts = list(pool.map(_series_tests, chunks, [causes] * n_jobs, [settings] * n_jobs))
+            return pl.concat(parts, how="vertical")
+        except BrokenProcessPool:
+            # A spawned worker could not start (e.g. the caller's script re-runs itself on import
+            # without a `__main__` guard): the same tests, in this process.
+            pass
     return _series_tests(frame, causes, settings)
 
 
 def _series_tests(frame: pl.DataFrame, causes: Sequence[str], settings: GrangerSettings) -> pl.DataFrame:
-    """The tests of every series in `frame` (sorted, typed, with every cause column present or not)."""
+    """The tests of every series in `frame` (sorted, typed, with every cause column present or not).
+
+    BLAS runs single-threaded here: the regressions are a few hundred rows by a few dozen
+    columns, where a thread pool's start-up costs more than it saves, and worker processes
+    each holding one per core oversubscribe the machine many times over.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _tests_by_series(frame, causes, settings)
+
+
+def _tests_by_series(frame: pl.DataFrame, causes: Sequence[str], settings: GrangerSettings) -> pl.DataFrame:
     present = [cause for cause in causes if cause in frame.columns]
     rows: list[dict[str, Any]] = []
     for series in frame.partition_by(UNIQUE_ID, maintain_order=True):
         unique_id = series[UNIQUE_ID][0]
         # Nulls become NaN so a single isfinite mask handles nulls, NaN and infinities alike.
         target = series[Y].fill_null(float("nan")).to_numpy()
+        target_memo: dict[bytes, _Stationarity] = {}
         for cause in causes:
             if cause in present:
                 driver = series[cause].fill_null(float("nan")).to_numpy()
             else:
                 driver = np.full(series.height, np.nan)
-            rows += _pair_rows(unique_id, cause, target, driver, settings)
+            rows += _pair_rows(unique_id, cause, target, driver, settings, target_memo)
     return pl.DataFrame(rows, schema=GRANGER_SCHEMA)
 
 
