@@ -55,59 +55,48 @@ def _drivers_of(history: pl.DataFrame) -> list[str]:
     return [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
 
 
+# Columns of a `forecasting.correlations` row (besides window, group and run); each kind of
+# study fills some of them.
+_CORRELATION_SCHEMA = {
+    "kind": pl.Utf8,
+    "series_id": pl.Utf8,
+    "other": pl.Utf8,
+    "lag": pl.Int32,
+    "pearson": pl.Float64,
+    "spearman": pl.Float64,
+    "n": pl.Int64,
+    "best_lag": pl.Int32,
+    "best_lag_pearson": pl.Float64,
+    "rank": pl.Int32,
+}
+
+
+def _as_correlation_rows(frame: pl.DataFrame, kind: str, other: str) -> pl.DataFrame:
+    """One study's output as correlation rows: `other` names the driver or peer column; the
+    columns this kind of study does not have are null, and lag is 0 where it has none."""
+    named = frame.rename({UNIQUE_ID: "series_id", other: "other"}).with_columns(pl.lit(kind).alias("kind"))
+    if "lag" not in named.columns:
+        named = named.with_columns(pl.lit(0).alias("lag"))
+    return named.select(
+        pl.col(c).cast(t) if c in named.columns else pl.lit(None, t).alias(c)
+        for c, t in _CORRELATION_SCHEMA.items()
+    )
+
+
 def _correlation_rows(part: HistorySlice, history: pl.DataFrame, config: CorrelationConfig) -> pl.DataFrame:
     """The slice's rows of `forecasting.correlations`: per driver, per lag and per peer."""
     drivers = _drivers_of(history)
     frames = []
     if drivers:
         by_driver = driver_correlations(history, drivers, config.max_lag)
-        frames.append(
-            by_driver.select(
-                pl.lit("driver").alias("kind"),
-                pl.col(UNIQUE_ID).alias("series_id"),
-                pl.col("driver").alias("other"),
-                pl.lit(0, pl.Int32).alias("lag"),
-                "pearson",
-                "spearman",
-                pl.col("n").cast(pl.Int64),
-                pl.col("best_lag").cast(pl.Int32),
-                "best_lag_pearson",
-                pl.lit(None, pl.Int32).alias("rank"),
-            )
-        )
+        frames.append(_as_correlation_rows(by_driver, "driver", "driver"))
         lagged = lagged_correlations(history, drivers, config.max_lag)
-        frames.append(
-            lagged.select(
-                pl.lit("lagged").alias("kind"),
-                pl.col(UNIQUE_ID).alias("series_id"),
-                pl.col("driver").alias("other"),
-                pl.col("lag").cast(pl.Int32),
-                "pearson",
-                pl.lit(None, pl.Float64).alias("spearman"),
-                pl.col("n").cast(pl.Int64),
-                pl.lit(None, pl.Int32).alias("best_lag"),
-                pl.lit(None, pl.Float64).alias("best_lag_pearson"),
-                pl.lit(None, pl.Int32).alias("rank"),
-            )
-        )
+        frames.append(_as_correlation_rows(lagged, "lagged", "driver"))
     if config.top_peers:
         peers = cross_series_correlations(
             history.select(UNIQUE_ID, DS, Y), config.top_peers, config.min_overlap
         )
-        frames.append(
-            peers.select(
-                pl.lit("cross_series").alias("kind"),
-                pl.col(UNIQUE_ID).alias("series_id"),
-                pl.col("peer_id").alias("other"),
-                pl.lit(0, pl.Int32).alias("lag"),
-                "pearson",
-                pl.lit(None, pl.Float64).alias("spearman"),
-                pl.col("n").cast(pl.Int64),
-                pl.lit(None, pl.Int32).alias("best_lag"),
-                pl.lit(None, pl.Float64).alias("best_lag_pearson"),
-                pl.col("rank").cast(pl.Int32),
-            )
-        )
+        frames.append(_as_correlation_rows(peers, "cross_series", "peer_id"))
     rows = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
     return rows.with_columns(pl.lit(part.group).alias("freq_group")) if rows.height else rows
 
