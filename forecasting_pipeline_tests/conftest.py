@@ -73,6 +73,14 @@ def scalar(engine, sql: str, **params):
         return conn.execute(text(sql), params).scalar_one()
 
 
+def query_frame(engine, sql: str, **params):
+    """Rows of a query as a pandas frame, for assertions on stored tables."""
+    import pandas as pd
+
+    with engine.connect() as conn:
+        return pd.read_sql(text(sql), conn, params=params)
+
+
 def series_keys(instance) -> list[str]:
     return list(instance.get_dynamic_partitions("series"))
 

@@ -22,6 +22,7 @@ from forecasting_pipeline_tests.conftest import (
     TINY_BACKTEST,
     TINY_GLOBAL_MODEL,
     ingest_and_forecast,
+    query_frame,
     series_keys,
 )
 
@@ -37,20 +38,15 @@ def pipeline(deployment, instance):
     return ingest_and_forecast(deployment, instance)
 
 
-def _frame(db_engine, sql: str, **params) -> pd.DataFrame:
-    with db_engine.connect() as conn:
-        return pd.read_sql(text(sql), conn, params=params)
-
-
 def _champion(db_engine, series: str) -> str:
-    return _frame(
+    return query_frame(
         db_engine, "SELECT model_name FROM forecasting.current_champions WHERE series_id = :s", s=series
     )["model_name"].item()
 
 
 def _published_model(db_engine, series: str) -> set[str]:
     return set(
-        _frame(
+        query_frame(
             db_engine,
             "SELECT model_name FROM forecasting.published_forecasts WHERE series_id = :s AND window_key = :w",
             s=series,
@@ -60,7 +56,7 @@ def _published_model(db_engine, series: str) -> set[str]:
 
 
 def test_every_candidate_is_backtested_on_rolling_origins_with_actuals(pipeline, db_engine):
-    folds = _frame(db_engine, "SELECT * FROM forecasting.backtest_folds WHERE window_key = :w", w=WINDOW)
+    folds = query_frame(db_engine, "SELECT * FROM forecasting.backtest_folds WHERE window_key = :w", w=WINDOW)
     assert sorted(folds["model_name"].unique()) == sorted(FAMILIES + ENSEMBLES)
     per_model = folds.groupby(["series_id", "model_name"]).agg(
         cutoffs=("cutoff", "nunique"), rows=("step", "size"), last_step=("step", "max")
@@ -72,7 +68,7 @@ def test_every_candidate_is_backtested_on_rolling_origins_with_actuals(pipeline,
     assert (folds["ds"] > folds["cutoff"]).all()
     assert folds["ds"].max() <= pd.Timestamp("2016-10-31 23:00")
     # The actuals are the stored observations; family folds point at the window's model version.
-    mismatched = _frame(
+    mismatched = query_frame(
         db_engine,
         """SELECT count(*) AS n FROM forecasting.backtest_folds f
            JOIN forecasting.observations o ON o.series_id = f.series_id AND o.ts = f.ds
@@ -80,7 +76,7 @@ def test_every_candidate_is_backtested_on_rolling_origins_with_actuals(pipeline,
         w=WINDOW,
     )["n"].item()
     assert mismatched == 0
-    versions = _frame(
+    versions = query_frame(
         db_engine,
         """SELECT DISTINCT f.model_name, m.window_key, m.freq_group, m.scope
            FROM forecasting.backtest_folds f JOIN forecasting.models m USING (model_id)
@@ -93,7 +89,9 @@ def test_every_candidate_is_backtested_on_rolling_origins_with_actuals(pipeline,
 
 
 def test_metrics_exist_per_series_per_step_and_per_group(pipeline, db_engine):
-    metrics = _frame(db_engine, "SELECT * FROM forecasting.backtest_metrics WHERE window_key = :w", w=WINDOW)
+    metrics = query_frame(
+        db_engine, "SELECT * FROM forecasting.backtest_metrics WHERE window_key = :w", w=WINDOW
+    )
     per_series = metrics[metrics["series_id"].notna()]
     assert set(per_series["metric"]) >= {
         "mae",
@@ -115,7 +113,7 @@ def test_metrics_exist_per_series_per_step_and_per_group(pipeline, db_engine):
     # The group's MASE is the mean of the series' MASE (the M-competition convention).
     series_mean = per_series[per_series["metric"] == "mase"].groupby("model_name")["value"].mean()
     pd.testing.assert_series_equal(mase.sort_index(), series_mean.sort_index(), check_names=False)
-    ranks = _frame(
+    ranks = query_frame(
         db_engine,
         "SELECT model_name, rank FROM forecasting.leaderboard WHERE window_key = :w AND series_id = 'BE' "
         "AND metric = 'mase' ORDER BY rank",
@@ -125,18 +123,18 @@ def test_metrics_exist_per_series_per_step_and_per_group(pipeline, db_engine):
 
 
 def test_each_series_champion_is_published_with_calibrated_nested_intervals(pipeline, db_engine):
-    decisions = _frame(
+    decisions = query_frame(
         db_engine, "SELECT * FROM forecasting.selection_decisions WHERE window_key = :w", w=WINDOW
     )
     assert sorted(decisions["series_id"]) == SERIES and set(decisions["decision"]) == {"first"}
     # The champion is the group's best candidate, or the series' own best where that is clearly better.
-    own_best = _frame(
+    own_best = query_frame(
         db_engine,
         "SELECT series_id, model_name FROM forecasting.leaderboard WHERE window_key = :w "
         "AND metric = 'mase' AND rank = 1",
         w=WINDOW,
     )
-    group_best = _frame(
+    group_best = query_frame(
         db_engine,
         "SELECT model_name FROM forecasting.backtest_metrics WHERE window_key = :w AND series_id IS NULL "
         "AND step IS NULL AND metric = 'mase' ORDER BY value, model_name LIMIT 1",
@@ -146,7 +144,7 @@ def test_each_series_champion_is_published_with_calibrated_nested_intervals(pipe
         champion = _champion(db_engine, series)
         assert champion == decisions.loc[decisions["series_id"] == series, "challenger"].item()
         assert champion in {group_best, *own_best.loc[own_best["series_id"] == series, "model_name"]}
-    published = _frame(
+    published = query_frame(
         db_engine, "SELECT * FROM forecasting.published_forecasts WHERE window_key = :w", w=WINDOW
     )
     assert published.groupby("series_id")["step"].apply(sorted).to_dict() == {
@@ -161,7 +159,7 @@ def test_each_series_champion_is_published_with_calibrated_nested_intervals(pipe
     )
     assert nested.all()
     # Provenance: the published rows are the champion's stored forecast of the newest origin.
-    joined = _frame(
+    joined = query_frame(
         db_engine,
         """SELECT count(*) AS n FROM forecasting.published_forecasts p
            JOIN forecasting.predictions q USING (series_id, model_name, cutoff, step)
@@ -169,14 +167,14 @@ def test_each_series_champion_is_published_with_calibrated_nested_intervals(pipe
         w=WINDOW,
     )["n"].item()
     assert joined == len(published)
-    calibration = _frame(
+    calibration = query_frame(
         db_engine, "SELECT * FROM forecasting.interval_calibration WHERE window_key = :w", w=WINDOW
     )
     assert set(calibration["level"]) == {80, 95} and (calibration["quantile"] > 0).all()
 
 
 def _worst_family(db_engine, series: str) -> str:
-    ranked = _frame(
+    ranked = query_frame(
         db_engine,
         "SELECT model_name FROM forecasting.leaderboard WHERE window_key = :w AND series_id = :s "
         "AND metric = 'mase' AND model_name = ANY(:families) ORDER BY value DESC",
@@ -224,13 +222,13 @@ def test_a_better_challenger_is_promoted_through_the_check_and_the_cli_restores_
     assert result.success
     check = result.get_asset_check_evaluations()
     assert [(c.asset_check_key.name, c.passed) for c in check] == [("promotions_confirmed", True)]
-    decision = _frame(
+    decision = query_frame(
         db_engine,
         "SELECT decision, champion, challenger FROM forecasting.selection_decisions WHERE series_id = 'BE'",
     ).iloc[0]
     assert (decision["decision"], decision["champion"], decision["challenger"]) == ("promote", worst, best)
     assert _champion(db_engine, "BE") == best and _published_model(db_engine, "BE") == {best}
-    events = _frame(
+    events = query_frame(
         db_engine,
         "SELECT event, model_name, previous_model FROM forecasting.champion_events WHERE series_id = 'BE' "
         "ORDER BY event_id",
@@ -242,9 +240,9 @@ def test_a_better_challenger_is_promoted_through_the_check_and_the_cli_restores_
     ]
     # FR's champion held: nothing was promoted or recorded for it.
     assert (
-        _frame(db_engine, "SELECT count(*) AS n FROM forecasting.champion_events WHERE series_id = 'FR'")[
-            "n"
-        ].item()
+        query_frame(
+            db_engine, "SELECT count(*) AS n FROM forecasting.champion_events WHERE series_id = 'FR'"
+        )["n"].item()
         == 1
     )
 
@@ -259,11 +257,11 @@ def test_a_better_challenger_is_promoted_through_the_check_and_the_cli_restores_
 def test_a_promotion_the_folds_do_not_back_is_blocked_and_nothing_is_published(pipeline, instance, db_engine):
     champion = _champion(db_engine, "BE")
     # The candidate model selection prefers for BE (it promoted it in the previous test).
-    best = _frame(db_engine, "SELECT challenger FROM forecasting.selection_decisions WHERE series_id = 'BE'")[
-        "challenger"
-    ].item()
+    best = query_frame(
+        db_engine, "SELECT challenger FROM forecasting.selection_decisions WHERE series_id = 'BE'"
+    )["challenger"].item()
     assert champion != best  # left so by the previous test's restore
-    published_before = _frame(
+    published_before = query_frame(
         db_engine,
         "SELECT model_name, published_at FROM forecasting.published_forecasts WHERE series_id = 'BE'",
     )
@@ -286,7 +284,7 @@ def test_a_promotion_the_folds_do_not_back_is_blocked_and_nothing_is_published(p
         AssetKey("model_selection"),
     ]
     assert _champion(db_engine, "BE") == champion
-    after = _frame(
+    after = query_frame(
         db_engine,
         "SELECT model_name, published_at FROM forecasting.published_forecasts WHERE series_id = 'BE'",
     )
@@ -327,20 +325,20 @@ def test_a_preset_whose_time_budget_is_spent_skips_neural_work_and_still_publish
     configs["global_model_config"].update(TINY_GLOBAL_MODEL)
     configs["backtest_config"].update(TINY_BACKTEST)
     summary = operations.forecast(instance, WINDOW, series_keys(instance), **configs)
-    trained = _frame(
+    trained = query_frame(
         db_engine,
         "SELECT DISTINCT model_name FROM forecasting.models WHERE dagster_run_id = :r",
         r=summary.train_run_id,
     )
     assert sorted(trained["model_name"]) == ["AutoTheta", "SeasonalNaive"]
-    backtested = _frame(
+    backtested = query_frame(
         db_engine,
         "SELECT DISTINCT model_name FROM forecasting.backtest_folds WHERE dagster_run_id = :r "
         "AND candidate = 'family'",
         r=summary.forecast_run_id,
     )
     assert sorted(backtested["model_name"]) == ["AutoTheta", "SeasonalNaive"]
-    published = _frame(
+    published = query_frame(
         db_engine,
         "SELECT DISTINCT series_id FROM forecasting.published_forecasts WHERE dagster_run_id = :r",
         r=summary.forecast_run_id,

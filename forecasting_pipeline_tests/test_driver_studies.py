@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
 from dagster import AssetKey
@@ -21,7 +20,7 @@ from forecasting_pipeline.modeling.granger import GrangerSettings, granger_tests
 from forecasting_pipeline.partitions import window_bounds
 from forecasting_pipeline.storage.features import read_features
 from forecasting_pipeline.storage.observations import read_history
-from forecasting_pipeline_tests.conftest import ingest_and_forecast, series_keys
+from forecasting_pipeline_tests.conftest import ingest_and_forecast, query_frame, series_keys
 
 WINDOW = "2016-10-30"
 SERIES = ["BE", "FR"]
@@ -31,11 +30,6 @@ DRIVERS = ["gen_forecast", "system_load", "week_day"]
 @pytest.fixture(scope="module")
 def pipeline(deployment, instance):
     return ingest_and_forecast(deployment, instance)
-
-
-def _frame(db_engine, sql: str, **params) -> pd.DataFrame:
-    with db_engine.connect() as conn:
-        return pd.read_sql(text(sql), conn, params=params)
 
 
 def _history(db_engine, since=None) -> pl.DataFrame:
@@ -72,7 +66,7 @@ def test_feature_table_holds_the_window_rows_built_from_past_values_only(pipelin
 
 
 def test_correlation_study_matches_scipy_and_shows_a_heatmap(pipeline, db_engine, instance):
-    rows = _frame(
+    rows = query_frame(
         db_engine,
         "SELECT series_id, other, pearson, spearman, n, best_lag FROM forecasting.correlations "
         "WHERE window_key = :w AND kind = 'driver' ORDER BY 1, 2",
@@ -87,7 +81,7 @@ def test_correlation_study_matches_scipy_and_shows_a_heatmap(pipeline, db_engine
         assert row.n == len(y)
         assert row.pearson == pytest.approx(stats.pearsonr(y, x).statistic, abs=1e-6)
         assert row.spearman == pytest.approx(stats.spearmanr(y, x).statistic, abs=1e-6)
-    kinds = set(_frame(db_engine, "SELECT DISTINCT kind FROM forecasting.correlations")["kind"])
+    kinds = set(query_frame(db_engine, "SELECT DISTINCT kind FROM forecasting.correlations")["kind"])
     assert kinds == {"driver", "lagged", "cross_series"}
     event = instance.get_latest_materialization_event(AssetKey("correlation_study"))
     metadata = event.asset_materialization.metadata
@@ -95,7 +89,7 @@ def test_correlation_study_matches_scipy_and_shows_a_heatmap(pipeline, db_engine
 
 
 def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engine, instance):
-    tests = _frame(
+    tests = query_frame(
         db_engine,
         "SELECT * FROM forecasting.granger_tests WHERE window_key = :w AND cause_kind = 'driver'",
         w=WINDOW,
@@ -105,7 +99,7 @@ def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engin
     assert set(tests["partition_key"]) == {f"{WINDOW}|{s}" for s in SERIES}
     testable = tests[tests["testable"]]
     assert len(testable) > 0 and testable["lag"].ge(1).all() and testable["n_obs"].gt(0).all()
-    every = _frame(
+    every = query_frame(
         db_engine,
         "SELECT p_value, adjusted_p FROM forecasting.granger_tests WHERE window_key = :w AND testable",
         w=WINDOW,
@@ -142,14 +136,14 @@ def test_studies_are_idempotent_when_run_again(pipeline, db_engine, instance):
 
 
 def test_screened_drivers_are_the_models_inputs_and_recorded_on_their_versions(pipeline, db_engine):
-    decisions = _frame(
+    decisions = query_frame(
         db_engine,
         "SELECT * FROM forecasting.driver_selection WHERE window_key = :w ORDER BY driver",
         w=WINDOW,
     )
     assert list(decisions["driver"]) == DRIVERS
     assert (decisions["rule"] == "screened").all() and decisions["reason"].str.len().gt(0).all()
-    passing = _frame(
+    passing = query_frame(
         db_engine,
         "SELECT cause, count(*) FILTER (WHERE adjusted_p < 0.05) AS passing, "
         "count(*) FILTER (WHERE testable) AS tested FROM forecasting.granger_tests "
@@ -160,7 +154,7 @@ def test_screened_drivers_are_the_models_inputs_and_recorded_on_their_versions(p
     expected = passing["passing"].gt(0) & (passing["passing"] / passing["tested"] >= 0.5)
     assert list(decisions["selected"]) == list(expected)
     chosen = set(decisions.loc[decisions["selected"], "driver"])
-    params = _frame(
+    params = query_frame(
         db_engine,
         "SELECT model_name, params FROM forecasting.models "
         "WHERE window_key = :w AND scope IN ('global', 'local')",
@@ -174,7 +168,7 @@ def test_screened_drivers_are_the_models_inputs_and_recorded_on_their_versions(p
 
 
 def test_feature_effects_rank_feature_groups_on_the_champion_error(pipeline, db_engine, instance):
-    effects = _frame(
+    effects = query_frame(
         db_engine,
         "SELECT * FROM forecasting.feature_importances WHERE window_key = :w ORDER BY rank",
         w=WINDOW,
@@ -197,7 +191,7 @@ def test_peers_of_the_correlation_study_are_tested_as_causes(pipeline, db_engine
         run_config={"ops": {"granger_study": {"config": {"peers": 1}}}},
     )
     assert result.success
-    peers = _frame(
+    peers = query_frame(
         db_engine,
         "SELECT series_id, cause, testable FROM forecasting.granger_tests "
         "WHERE window_key = :w AND cause_kind = 'peer' AND direction = 'driver_to_target' ORDER BY 1",
