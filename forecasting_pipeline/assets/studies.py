@@ -254,9 +254,11 @@ def granger_study(
             sliced = history_slices(
                 conn, window, series_ids, lambda _: config.lookback_points, from_window_start=False
             )
-            tests = [_test_slice(conn, part, config, settings) for part in sliced.slices]
-            nonempty = [t for t in tests if t.height]
-            frame = pl.concat(nonempty, how="diagonal_relaxed") if nonempty else pl.DataFrame()
+        # No transaction stays open while the tests run (minutes at thousands of series).
+        tests = [_test_slice(database, part, config, settings) for part in sliced.slices]
+        nonempty = [t for t in tests if t.height]
+        frame = pl.concat(nonempty, how="diagonal_relaxed") if nonempty else pl.DataFrame()
+        with database.transaction() as conn:
             replace_granger_tests(conn, window, series_ids, frame, context.run_id)
             reports.append(granger_report(conn, window, series_ids))
         if sliced.unplaced:
@@ -271,15 +273,16 @@ def granger_study(
 
 
 def _test_slice(
-    conn: Any, part: HistorySlice, config: GrangerConfig, settings: GrangerSettings
+    database: DatabaseResource, part: HistorySlice, config: GrangerConfig, settings: GrangerSettings
 ) -> pl.DataFrame:
-    history = part.read(conn)
-    if history.height == 0:
-        return pl.DataFrame()
-    drivers = _drivers_of(history)
-    peers = None
-    if config.peers:
-        history, peers = _with_peers(conn, part.window, history, config.peers)
+    with database.transaction() as conn:
+        history = part.read(conn)
+        if history.height == 0:
+            return pl.DataFrame()
+        drivers = _drivers_of(history)
+        peers = None
+        if config.peers:
+            history, peers = _with_peers(conn, part.window, history, config.peers)
     causes = [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
     tests = granger_tests(history, causes, settings, n_jobs=config.n_jobs or os.cpu_count() or 1)
     if tests.height == 0:
