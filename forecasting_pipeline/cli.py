@@ -534,10 +534,13 @@ def _print_drivers(deployment, window: str | None) -> None:
             "group is shuffled within each series; above zero, the group explains error the champion left."
         )
         for (group,), rows in numbers.group_by("freq_group", maintain_order=True):
-            click.echo(
-                f"{group}: champion scaled MAE {rows['baseline_error'][0]:.3f}, "
-                f"error model {rows['model_error'][0]:.3f}"
-            )
+            baseline, model = rows["baseline_error"][0], rows["model_error"][0]
+            click.echo(f"{group}: champion scaled MAE {baseline:.3f}, error model (held out) {model:.3f}")
+            if model >= baseline:
+                click.echo(
+                    "  the features explain none of the champion's error here (the error model does no "
+                    "better than predicting no error), so the ranking below is noise"
+                )
             lines = rows.select(
                 pl.concat_str(
                     [

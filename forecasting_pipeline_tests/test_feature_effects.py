@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 
 from forecasting_pipeline.modeling.feature_effects import (
     IMPORTANCE_SCHEMA,
+    RIDGE_GRID,
     EffectSettings,
     FeatureEffects,
     permutation_effects,
@@ -186,3 +187,18 @@ def test_same_seed_gives_the_same_frame() -> None:
     assert_frame_equal(first.importances, again.importances)
     assert (first.baseline_error, first.model_error) == (again.baseline_error, again.model_error)
     assert not other.importances.get_column("importance").equals(first.importances.get_column("importance"))
+
+
+def test_many_noise_features_on_few_rows_do_not_make_the_error_model_worse_than_none() -> None:
+    # Two series, three cutoffs, forty noise features: a fixed small penalty overfits; the
+    # penalty chosen on held-out folds keeps the error model near predicting no error.
+    rng = np.random.default_rng(3)
+    design = _design(series=2, cutoffs=3, steps=24).select("unique_id", "cutoff", "error")
+    noise = {f"noise_{i}": rng.normal(size=design.height) for i in range(40)}
+    design = design.with_columns(**{name: pl.Series(values) for name, values in noise.items()})
+    groups = {name: "noise" for name in noise}
+    fixed = permutation_effects(design, groups, EffectSettings(ridge=0.1))
+    chosen = permutation_effects(design, groups, EffectSettings())
+    assert chosen.model_error <= fixed.model_error
+    assert chosen.model_error <= 1.05 * chosen.baseline_error
+    assert chosen.ridge in RIDGE_GRID

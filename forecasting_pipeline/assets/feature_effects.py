@@ -32,7 +32,9 @@ _AT_CUTOFF = ("target_lags", "target_rolling")
 
 class EffectsConfig(FeatureConfig):
     repeats: int = Field(default=5, gt=0, description="Permutations per feature group.")
-    ridge: float = Field(default=1.0, ge=0, description="L2 penalty of the error model.")
+    ridge: float | None = Field(
+        default=None, ge=0, description="L2 penalty of the error model; default: chosen on held-out folds."
+    )
     seed: int = Field(default=1)
 
     def settings(self) -> EffectSettings:
@@ -81,6 +83,7 @@ def feature_effects(
                         "rows": effects.rows,
                         "champion error (scaled MAE)": round(effects.baseline_error, 4),
                         "error model (held out)": round(effects.model_error, 4),
+                        "ridge": effects.ridge,
                         "top group": effects.importances["feature_group"][0],
                     }
                 )

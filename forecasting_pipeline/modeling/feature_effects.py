@@ -54,19 +54,25 @@ _SERIES = "__series"
 _CONSTANT_TOLERANCE = 1e-12
 
 
+RIDGE_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1_000.0, 10_000.0)
+
+
 @dataclass(frozen=True)
 class EffectSettings:
     """How the error model is fitted and how often each group is permuted."""
 
     repeats: int = 5
-    ridge: float = 1.0  # L2 penalty on standardized features (intercept unpenalized)
+    # L2 penalty on standardized features (intercept unpenalized); None: the one of RIDGE_GRID
+    # with the lowest held-out error. A few hundred fold rows against dozens of features overfit
+    # at a fixed small penalty, and an error model worse than predicting no error explains nothing.
+    ridge: float | None = None
     seed: int = 1
     min_rows: int = 30  # fewer design rows -> empty result with a reason
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
-        if not self.ridge >= 0:
+        if self.ridge is not None and not self.ridge >= 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
         if self.min_rows < 0:
             raise ValueError(f"min_rows must be >= 0, got {self.min_rows}")
@@ -82,6 +88,7 @@ class FeatureEffects:
     rows: int
     cutoffs: int
     reason: str | None  # why nothing was computed, else None
+    ridge: float | None = None  # the penalty the error model used
 
 
 @dataclass(frozen=True)
@@ -230,12 +237,15 @@ def permutation_effects(
     series = frame.get_column(_SERIES).to_numpy()
     held_out = [np.flatnonzero(folds == fold) for fold in np.unique(folds)]
     training = [folds != folds[test[0]] for test in held_out]
-    models = [_fit_ridge(x[train], errors[train], settings.ridge) for train in training]
-    predicted = np.empty(rows)
-    for test, model in zip(held_out, models, strict=True):
-        predicted[test] = model.predict(x[test])
+    fitted: list[tuple[float, float, list[_FoldModel], np.ndarray]] = []
+    for penalty in RIDGE_GRID if settings.ridge is None else (settings.ridge,):
+        models = [_fit_ridge(x[train], errors[train], penalty) for train in training]
+        predicted = np.empty(rows)
+        for test, model in zip(held_out, models, strict=True):
+            predicted[test] = model.predict(x[test])
+        fitted.append((float(np.abs(errors - predicted).mean()), penalty, models, predicted))
+    model_error, ridge, models, predicted = min(fitted, key=lambda candidate: candidate[0])
     residual = errors - predicted
-    model_error = float(np.abs(residual).mean())
 
     names = sorted(set(groups.values()))
     members = {name: [column for column in features if groups[column] == name] for name in names}
@@ -290,4 +300,5 @@ def permutation_effects(
         rows=rows,
         cutoffs=cutoffs,
         reason=None,
+        ridge=ridge,
     )

@@ -240,19 +240,12 @@ def selected_drivers(conn: Connection, window: str) -> dict[str, list[str]] | No
     """freq_group -> drivers its models take in the window; None when no decision is stored."""
     rows = conn.execute(
         text(
-            f"SELECT freq_group, driver, selected FROM {SCHEMA}.{DRIVER_SELECTION} "
-            "WHERE window_key = :window ORDER BY freq_group, driver"
+            "SELECT freq_group, coalesce(array_agg(driver ORDER BY driver) FILTER (WHERE selected), '{}') "
+            f"FROM {SCHEMA}.{DRIVER_SELECTION} WHERE window_key = :window GROUP BY freq_group"
         ),
         {"window": window},
     ).all()
-    if not rows:
-        return None
-    chosen: dict[str, list[str]] = {}
-    for group, driver, selected in rows:
-        chosen.setdefault(group, [])
-        if selected:
-            chosen[group].append(driver)
-    return chosen
+    return {group: list(drivers) for group, drivers in rows} if rows else None
 
 
 def driver_selection_rows(conn: Connection, window: str | None = None) -> pl.DataFrame:
