@@ -64,15 +64,3 @@ def read_features(
     decoded = rows["features"].str.json_decode(infer_schema_length=None).struct.unnest()
     return rows.select(UNIQUE_ID, _TIMESTAMP).hstack(decoded.select(pl.all().cast(pl.Float64)))
 
-
-def feature_rows_by_window(conn: Connection, window: str) -> pl.DataFrame:
-    """series_id, rows, feature_set of the window's stored features (for run summaries)."""
-    frame = copy_query(
-        conn,
-        f"SELECT series_id, count(*) AS rows, min(feature_set) AS feature_set FROM {SCHEMA}.{FEATURES} "
-        "WHERE window_key = %s GROUP BY series_id ORDER BY series_id",
-        (window,),
-    )
-    if frame.width == 0:
-        return pl.DataFrame(schema={"series_id": pl.Utf8, "rows": pl.Int64, "feature_set": pl.Utf8})
-    return frame.with_columns(pl.col("rows").cast(pl.Int64))
