@@ -139,9 +139,9 @@ def correlation_study(
                     }
                 )
             rows = pl.concat(window_rows, how="diagonal_relaxed") if window_rows else pl.DataFrame()
+            # A group whose series no longer give any correlation loses its old rows too.
             groups = sorted({part.group for part in sliced.slices})
-            if rows.height:
-                replace_correlations(conn, window, groups, rows, context.run_id)
+            replace_correlations(conn, window, groups, rows, context.run_id)
         metadata = _correlation_metadata(window, rows)
     return MaterializeResult(
         metadata={
