@@ -50,6 +50,11 @@ FORECAST_COLUMNS: tuple[str, ...] = (
 OBSERVATION_COLUMNS: tuple[str, ...] = (UNIQUE_ID, DS, Y)
 
 
+def driver_columns(columns: list[str], *, besides: tuple[str, ...] = ()) -> list[str]:
+    """The driver columns of a long frame: every column but the observation's (and `besides`)."""
+    return [c for c in columns if c not in OBSERVATION_COLUMNS and c not in besides]
+
+
 class SchemaError(ValueError):
     """A frame at an asset boundary lacks columns its consumers rely on."""
 

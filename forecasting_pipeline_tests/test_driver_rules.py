@@ -12,6 +12,7 @@ from forecasting_pipeline.modeling.drivers import (
     available_drivers,
     decide_drivers,
     keep_selected_drivers,
+    selected_by_group,
 )
 
 PANEL = pl.DataFrame(
@@ -82,3 +83,9 @@ def test_unselected_drivers_are_nulled_per_group_and_no_decision_keeps_all():
     assert kept.filter(pl.col("freq_group") == "monthly")["load"].null_count() == 2
     assert kept["wind"].null_count() == len(PANEL)
     assert keep_selected_drivers(PANEL, None).equals(PANEL)
+
+
+def test_decisions_become_the_per_group_mapping_models_take():
+    decisions = decide_drivers(available_drivers(PANEL), EVIDENCE, DriverRule(min_share=0.5))
+    assert selected_by_group(decisions) == {"hourly": ["load"], "monthly": ["wind"]}
+    assert selected_by_group(decisions.clear()) is None

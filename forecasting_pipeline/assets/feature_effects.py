@@ -7,6 +7,7 @@ gets is that group's importance. A driver with a large importance carries inform
 champion left unused; one near zero adds nothing the champion does not already know.
 """
 
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -20,9 +21,8 @@ from forecasting_pipeline.modeling.feature_effects import EffectSettings, permut
 from forecasting_pipeline.modeling.features import FeatureSpec, build_features, feature_groups
 from forecasting_pipeline.partitions import SAME_WINDOW, date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
+from forecasting_pipeline.schemas import DS, UNIQUE_ID, driver_columns
 from forecasting_pipeline.storage.backtests import champion_fold_errors
-from forecasting_pipeline.storage.observations import read_history
 from forecasting_pipeline.storage.studies import replace_feature_importances
 
 # Features derived from the target are taken at the fold's cutoff (what was known when the
@@ -112,10 +112,12 @@ def _design(
     first_cutoff = errors["cutoff"].min()
     parts: list[pl.DataFrame] = []
     groups: dict[str, str] = {}
+    # Slices give each frequency alias' series, group and season; their range is set below.
     for part in history_slices(conn, window, series_ids, lambda _: 0, from_window_start=False).slices:
+        # From the lookback before the first fold's cutoff, not the window's start.
         since = points_before_anchor(first_cutoff, part.freq, spec.lookback_steps(part.season))
-        history = read_history(conn, part.series_ids, since, part.until)
-        drivers = [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
+        history = replace(part, since=since).read(conn)
+        drivers = driver_columns(history.columns)
         features = build_features(
             history, spec=spec, season=part.season, group=part.group, drivers=drivers, since=first_cutoff
         )

@@ -19,7 +19,7 @@ from forecasting_pipeline.assets.ingest import raw_observations
 from forecasting_pipeline.modeling.features import FeatureSpec, build_features, to_json_rows
 from forecasting_pipeline.partitions import series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
+from forecasting_pipeline.schemas import driver_columns
 from forecasting_pipeline.storage.catalog import series_by_window
 from forecasting_pipeline.storage.features import replace_features
 
@@ -73,7 +73,7 @@ def feature_table(
             sliced = history_slices(conn, window, series_ids, spec.lookback_steps, from_window_start=True)
             for part in sliced.slices:
                 history = part.read(conn)
-                drivers = [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
+                drivers = driver_columns(history.columns)
                 features = build_features(
                     history,
                     spec=spec,

@@ -30,7 +30,7 @@ from forecasting_pipeline.modeling.correlation import (
 from forecasting_pipeline.modeling.granger import GrangerSettings, granger_tests
 from forecasting_pipeline.partitions import SAME_WINDOW, date_partitions, series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
+from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y, driver_columns
 from forecasting_pipeline.storage.catalog import known_series, series_by_window
 from forecasting_pipeline.storage.studies import (
     granger_report,
@@ -52,7 +52,7 @@ class CorrelationConfig(Config):
 
 
 def _drivers_of(history: pl.DataFrame) -> list[str]:
-    return [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
+    return driver_columns(history.columns)
 
 
 # Columns of a `forecasting.correlations` row (besides window, group and run); each kind of
@@ -118,9 +118,10 @@ def correlation_study(
     """
     summary: list[dict[str, Any]] = []
     metadata: dict[str, Any] = {}
+    with database.transaction() as conn:
+        note_run(context, conn)
     for window in context.partition_keys:
         with database.transaction() as conn:
-            note_run(context, conn)
             sliced = history_slices(
                 conn, window, known_series(conn), lambda _: config.lookback_points, from_window_start=False
             )
@@ -283,7 +284,7 @@ def _test_slice(
         peers = None
         if config.peers:
             history, peers = _with_peers(conn, part.window, history, config.peers)
-    causes = [c for c in history.columns if c not in (UNIQUE_ID, DS, Y)]
+    causes = driver_columns(history.columns)  # the drivers, and the peers' columns
     tests = granger_tests(history, causes, settings, n_jobs=config.n_jobs or os.cpu_count() or 1)
     if tests.height == 0:
         return tests

@@ -37,6 +37,7 @@ from forecasting_pipeline.modeling.drivers import (
     available_drivers,
     decide_drivers,
     keep_selected_drivers,
+    selected_by_group,
 )
 from forecasting_pipeline.modeling.fitting import (
     fit_local_families,
@@ -73,7 +74,6 @@ from forecasting_pipeline.storage.predictions import store_predictions
 from forecasting_pipeline.storage.studies import (
     driver_evidence,
     replace_driver_selection,
-    selected_drivers,
 )
 
 
@@ -160,7 +160,7 @@ def training_panel(
             )
             replace_driver_selection(conn, window, chosen, context.run_id)
             decisions.append(chosen.with_columns(pl.lit(window).alias("window")))
-            panels[window] = keep_selected_drivers(grouped.panel, selected_drivers(conn, window)).to_pandas()
+            panels[window] = keep_selected_drivers(grouped.panel, selected_by_group(chosen)).to_pandas()
             by_group = grouped.panel.group_by("freq_group").agg(pl.col(UNIQUE_ID).n_unique().alias("series"))
             summary.append(
                 {

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from forecasting_pipeline.modeling.frequency_groups import FREQ_GROUP
-from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
+from forecasting_pipeline.modeling.frequency_groups import FREQ, FREQ_GROUP
+from forecasting_pipeline.schemas import driver_columns
 
 DRIVER_RULES = ("screened", "all", "none", "listed")
 
@@ -33,7 +33,7 @@ class DriverRule:
 
 def available_drivers(panel: pl.DataFrame) -> pl.DataFrame:
     """freq_group, driver of the drivers every series of a group has (what models can take)."""
-    drivers = [c for c in panel.columns if c not in (UNIQUE_ID, DS, Y, FREQ_GROUP, "freq")]
+    drivers = driver_columns(panel.columns, besides=(FREQ_GROUP, FREQ))
     if not drivers or panel.height == 0:
         return pl.DataFrame(schema={FREQ_GROUP: pl.Utf8, "driver": pl.Utf8})
     complete = panel.group_by(FREQ_GROUP).agg(pl.col(d).null_count().eq(0).alias(d) for d in drivers)
@@ -89,6 +89,15 @@ def decide_drivers(available: pl.DataFrame, evidence: pl.DataFrame, rule: Driver
     )
 
 
+def selected_by_group(decisions: pl.DataFrame) -> dict[str, list[str]] | None:
+    """freq_group -> selected drivers of `decide_drivers`' frame (None without any decision), the
+    shape `keep_selected_drivers` takes and `storage.studies.selected_drivers` reads back."""
+    if decisions.height == 0:
+        return None
+    grouped = decisions.group_by(FREQ_GROUP).agg(pl.col("driver").filter(pl.col("selected")).sort())
+    return dict(zip(grouped[FREQ_GROUP].to_list(), grouped["driver"].to_list(), strict=True))
+
+
 def keep_selected_drivers(panel: pl.DataFrame, selected: Mapping[str, Sequence[str]] | None) -> pl.DataFrame:
     """The panel with each group's unselected drivers nulled, so its group task leaves them out.
 
@@ -97,7 +106,7 @@ def keep_selected_drivers(panel: pl.DataFrame, selected: Mapping[str, Sequence[s
     """
     if selected is None:
         return panel
-    drivers = [c for c in panel.columns if c not in (UNIQUE_ID, DS, Y, FREQ_GROUP, "freq")]
+    drivers = driver_columns(panel.columns, besides=(FREQ_GROUP, FREQ))
     return panel.with_columns(
         pl.when(pl.col(FREQ_GROUP).is_in([g for g, names in selected.items() if d in names]))
         .then(pl.col(d))

@@ -17,7 +17,7 @@ import pandas as pd
 import polars as pl
 
 from forecasting_pipeline.modeling.frequency import MIN_TIMESTAMPS, season_length
-from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
+from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y, driver_columns
 
 if TYPE_CHECKING:
     from forecasting_pipeline.modeling.catalog import ModelCatalog
@@ -186,7 +186,7 @@ class GroupTask:
 
     @property
     def drivers(self) -> list[str]:
-        return sorted(c for c in self.panel.columns if c not in (UNIQUE_ID, DS, Y))
+        return sorted(driver_columns(list(self.panel.columns)))
 
 
 def group_tasks(window: str, panel: pd.DataFrame, horizon_of: Callable[[str], int]) -> list[GroupTask]:

@@ -63,4 +63,3 @@ def read_features(
         return pl.DataFrame(schema={UNIQUE_ID: pl.Utf8, DS: pl.Datetime("ns")})
     decoded = rows["features"].str.json_decode(infer_schema_length=None).struct.unnest()
     return rows.select(UNIQUE_ID, _TIMESTAMP).hstack(decoded.select(pl.all().cast(pl.Float64)))
-
