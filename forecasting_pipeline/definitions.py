@@ -13,12 +13,19 @@ from forecasting_pipeline.assets.feature_effects import feature_effects
 from forecasting_pipeline.assets.features import feature_table
 from forecasting_pipeline.assets.forecast import predictions
 from forecasting_pipeline.assets.ingest import observation_history, raw_observations
+from forecasting_pipeline.assets.monitoring import forecast_accuracy
 from forecasting_pipeline.assets.selection import model_selection, promotions_confirmed
 from forecasting_pipeline.assets.studies import correlation_study, granger_study
 from forecasting_pipeline.assets.training import global_models, local_models, training_panel
 from forecasting_pipeline.assets.tuning import hyperparameter_search
+from forecasting_pipeline.automation.cascade import retraining_cascade_sensor
+from forecasting_pipeline.automation.drift import accuracy_drift_sensor
+from forecasting_pipeline.automation.failures import run_failure_recorder
 from forecasting_pipeline.automation.jobs import JOBS
+from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.automation.progress import progress_logger
+from forecasting_pipeline.automation.schedules import publish_after_model_update, weekly_model_update
+from forecasting_pipeline.checks.landed_files import landed_files_readable
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
@@ -62,9 +69,18 @@ defs = Definitions(
         model_selection,
         predictions,
         feature_effects,
+        forecast_accuracy,
     ],
-    asset_checks=[promotions_confirmed],
+    asset_checks=[promotions_confirmed, landed_files_readable],
     jobs=JOBS,
+    sensors=[
+        new_data_sensor,
+        retraining_cascade_sensor,
+        accuracy_drift_sensor,
+        publish_after_model_update,
+        run_failure_recorder,
+    ],
+    schedules=[weekly_model_update],
     resources=build_resources(load_settings()),
     # Only loggers named in a run's config are used; without any, Dagster's console default.
     loggers={"console": colored_console_logger, "progress": progress_logger},

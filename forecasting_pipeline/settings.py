@@ -30,6 +30,20 @@ so a deployment is described completely by the variables documented below.
   whatever the instance has (dagster.yaml's default pool limit, or one set in the UI).
 - FP_PRECISION: Lightning precision on CUDA. Default 16-mixed (CPU always trains in 32-true)
 - MLFLOW_TRACKING_URI: MLflow tracking server or store. Default: sqlite file under FP_HOME.
+- FP_AUTOMATION: `on` starts the sensors and the weekly schedule with the daemon; `off`
+  (default) leaves them stopped until switched on in the UI.
+- FP_SENSOR_MAX_FILES: landed files the new-data sensor stages per tick; the rest wait for the
+  next tick. Default 200
+- FP_SOURCE_URL / FP_SOURCE_QUERY: a SQL source the new-data sensor snapshots into the landing
+  folder each tick (a table name or a query); the URL may hold a password. Default: none
+- FP_SCHEDULE_TIMEZONE: IANA time zone of the weekly model update. Default UTC
+- FP_SCHEDULE_CRON: when the weekly model update runs. Default `0 3 * * 1` (Monday 03:00)
+- FP_DRIFT_THRESHOLD: retrain a series when its rolling scaled error exceeds this multiple of
+  its backtest estimate. Default 1.5
+- FP_DRIFT_WINDOWS: scored windows in the rolling error. Default 2
+- FP_PRESET: catalog preset (fast, medium, best or one of your catalog's) whose families,
+  trials, steps and folds are the defaults of runs the UI, sensors and schedule launch.
+  Default: none (the assets' own defaults, equal to `medium`)
 """
 
 from __future__ import annotations
@@ -81,6 +95,15 @@ class Settings:
     statsforecast_n_jobs: int = 1
     gpu_pool_limit: int | None = None
     cuda_precision: str = "16-mixed"
+    automation_on: bool = False
+    sensor_max_files: int = 200
+    source_url: str | None = None
+    source_query: str | None = None
+    schedule_timezone: str = "UTC"
+    schedule_cron: str = "0 3 * * 1"
+    drift_threshold: float = 1.5
+    drift_windows: int = 2
+    preset: str | None = None
 
     @property
     def default_mlflow_tracking_uri(self) -> str:
@@ -156,6 +179,13 @@ def _parse_non_negative_float(name: str, raw: str) -> float:
     return value
 
 
+def _parse_positive_float(name: str, raw: str) -> float:
+    value = _parse_float(name, raw)
+    if value is None or value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
 def _parse_fraction(name: str, raw: str) -> float:
     value = _parse_float(name, raw)
     if value is None or not 0 <= value <= 1:
@@ -179,6 +209,23 @@ _PRECISIONS = ("16-mixed", "bf16-mixed", "32-true")
 def _parse_precision(raw: str) -> str:
     if raw not in _PRECISIONS:
         raise SettingsError(f"FP_PRECISION={raw!r}; expected one of {', '.join(_PRECISIONS)}")
+    return raw
+
+
+def _parse_switch(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("on", "off", "true", "false", "1", "0", ""):
+        raise SettingsError(f"{name}={raw!r}; expected on or off")
+    return value in ("on", "true", "1")
+
+
+def _parse_timezone(raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(f"FP_SCHEDULE_TIMEZONE={raw!r} is not an IANA time zone") from exc
     return raw
 
 
@@ -242,4 +289,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         landing_override=Path(env["FP_LANDING_DIR"]).expanduser().resolve()
         if env.get("FP_LANDING_DIR")
         else None,
+        automation_on=_parse_switch("FP_AUTOMATION", env.get("FP_AUTOMATION", "off")),
+        sensor_max_files=_parse_positive_int("FP_SENSOR_MAX_FILES", env.get("FP_SENSOR_MAX_FILES") or "200"),
+        source_url=env.get("FP_SOURCE_URL") or None,
+        source_query=env.get("FP_SOURCE_QUERY") or None,
+        schedule_timezone=_parse_timezone(env.get("FP_SCHEDULE_TIMEZONE") or "UTC"),
+        schedule_cron=env.get("FP_SCHEDULE_CRON") or "0 3 * * 1",
+        drift_threshold=_parse_positive_float("FP_DRIFT_THRESHOLD", env.get("FP_DRIFT_THRESHOLD") or "1.5"),
+        drift_windows=_parse_positive_int("FP_DRIFT_WINDOWS", env.get("FP_DRIFT_WINDOWS") or "2"),
+        preset=env.get("FP_PRESET") or None,
     )

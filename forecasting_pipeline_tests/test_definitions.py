@@ -27,6 +27,7 @@ SLICE = [
     "model_selection",
     "predictions",
     "feature_effects",
+    "forecast_accuracy",
 ]
 
 
@@ -48,6 +49,7 @@ def test_the_vertical_slice_is_wired_left_to_right():
         "model_selection": {"backtest_folds"},
         "predictions": {"model_selection"},
         "feature_effects": {"predictions"},
+        "forecast_accuracy": {"raw_observations", "predictions"},
     }
     (check,) = [key for key in graph.asset_check_keys if key.asset_key == AssetKey("model_selection")]
     assert check.name == "promotions_confirmed"

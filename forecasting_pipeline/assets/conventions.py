@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import polars as pl
-from dagster import AssetExecutionContext, BackfillPolicy, asset
-from sqlalchemy import Connection
+from dagster import AssetExecutionContext, BackfillPolicy, RetryRequested, asset
+from sqlalchemy import Connection, text
 
+from forecasting_pipeline.resources.transient_errors import MAX_RETRIES, backoff_seconds, is_transient
 from forecasting_pipeline.storage.lineage import record_run
 
 PACKAGE = "forecasting_pipeline"
@@ -97,6 +100,75 @@ def _module_source(name: str) -> str:
     return Path(spec.origin).read_text(encoding="utf-8")
 
 
+def _step_context(args: tuple, kwargs: dict) -> AssetExecutionContext | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, AssetExecutionContext):
+            return value
+    return None
+
+
+def _windows(context: AssetExecutionContext) -> list[str]:
+    """The `date` windows a step writes (the part of each key before `|`)."""
+    if not context.has_partition_key and not context.has_partition_key_range:
+        return []
+    return sorted({str(key).split("|", 1)[0] for key in context.partition_keys})
+
+
+@contextmanager
+def step_guard(context: AssetExecutionContext | None, database: Any) -> Iterator[None]:
+    """Serialize steps that write the same asset and window, and retry transient failures.
+
+    Two overlapping runs of one asset and window (a sensor's and a person's, say) take turns
+    through PostgreSQL advisory locks held for the step, so neither sees nor leaves a mix of the
+    other's rows; the locks go with the session if the process dies. A dropped connection, a
+    deadlock or a busy file system asks Dagster to retry the step with exponential backoff;
+    any other error fails it.
+    """
+    lock_conn = None
+    if context is not None and database is not None and hasattr(database, "engine"):
+        windows = _windows(context)
+        if windows:
+            lock_conn = database.engine.connect()
+            asset_name = context.asset_key.to_user_string()
+            for window in windows:
+                lock_conn.execute(
+                    text("SELECT pg_advisory_lock(hashtext('forecasting-pipeline'), hashtext(:key))"),
+                    {"key": f"{asset_name}:{window}"},
+                )
+            lock_conn.commit()
+    try:
+        yield
+    except Exception as exc:
+        if context is not None and is_transient(exc) and context.retry_number < MAX_RETRIES:
+            wait = backoff_seconds(context.retry_number)
+            context.log.warning(f"transient failure, retrying in {wait:.0f}s: {exc}")
+            raise RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
+        raise
+    finally:
+        if lock_conn is not None:
+            lock_conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            lock_conn.close()
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` run inside `step_guard` (generator assets stay generators)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def guarded_generator(*args: Any, **kwargs: Any) -> Any:
+            with step_guard(_step_context(args, kwargs), kwargs.get("database")):
+                yield from fn(*args, **kwargs)
+
+        return guarded_generator
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        with step_guard(_step_context(args, kwargs), kwargs.get("database")):
+            return fn(*args, **kwargs)
+
+    return guarded
+
+
 def pipeline_asset(*, lazy_modules: tuple[str, ...] = (), **asset_kwargs: Any) -> Callable[..., Any]:
     """`@asset` with the platform's defaults.
 
@@ -113,7 +185,7 @@ def pipeline_asset(*, lazy_modules: tuple[str, ...] = (), **asset_kwargs: Any) -
             "io_manager_key": PARQUET_IO_MANAGER,
             "code_version": derive_code_version(fn, *map(_module_source, lazy_modules)),
         }
-        return asset(**{**defaults, **asset_kwargs})(fn)
+        return asset(**{**defaults, **asset_kwargs})(_guarded(fn))
 
     return decorate
 

@@ -6,13 +6,15 @@ stages are separate jobs; the UI's asset backfills (and `demo`) chain them.
 
 from __future__ import annotations
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetCheckKey, AssetKey, AssetSelection, define_asset_job
 
 from forecasting_pipeline.partitions import date_partitions, series_date_partitions
 
 ingest_job = define_asset_job(
     name="ingest_observations",
-    selection=AssetSelection.assets("raw_observations"),
+    # The readability check reads the manifest, not the cells: the new-data sensor reports it.
+    selection=AssetSelection.assets("raw_observations")
+    - AssetSelection.checks(AssetCheckKey(AssetKey("raw_observations"), "landed_files_readable")),
     partitions_def=series_date_partitions,
     description="Accept staged observations for a rectangle of series × windows, with quality checks.",
 )
@@ -62,4 +64,20 @@ effects_job = define_asset_job(
     description="Permutation importance of features and drivers on the champions' backtest error.",
 )
 
-JOBS = [ingest_job, history_job, correlation_job, series_study_job, train_job, forecast_job, effects_job]
+accuracy_job = define_asset_job(
+    name="score_forecast_accuracy",
+    selection=AssetSelection.assets("forecast_accuracy"),
+    partitions_def=series_date_partitions,
+    description="Score earlier published forecasts against the actuals of a rectangle of series × windows.",
+)
+
+JOBS = [
+    ingest_job,
+    history_job,
+    correlation_job,
+    series_study_job,
+    train_job,
+    forecast_job,
+    effects_job,
+    accuracy_job,
+]

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, text
 from forecasting_pipeline.schemas import DS, UNIQUE_ID, Y
 from forecasting_pipeline.storage.bulk import copy_query
 from forecasting_pipeline.storage.tables import (
+    CASCADE_QUEUE,
     CELL_VERSIONS,
     DATA_QUALITY_RESULTS,
     HISTORY_PENDING,
@@ -71,7 +72,7 @@ def _cell_params(cells: Sequence[Cell]) -> dict[str, list]:
     }
 
 
-def _load_cells(conn: Connection, cells: Sequence[Cell]) -> None:
+def load_cells(conn: Connection, cells: Sequence[Cell]) -> None:
     conn.exec_driver_sql(
         "CREATE TEMP TABLE IF NOT EXISTS _cells (series_id text, window_key text, start_ts timestamp, "
         "end_ts timestamp) ON COMMIT DROP"
@@ -156,7 +157,7 @@ def accept_staged_cells(conn: Connection, cells: Sequence[Cell], run_id: str) ->
     Two runs accepting the same cell at once conflict on the primary key; the later fails and
     can simply be re-run.
     """
-    _load_cells(conn, cells)
+    load_cells(conn, cells)
     conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")  # sorts of millions of staged rows in memory
     conn.exec_driver_sql("DROP TABLE IF EXISTS _incoming")
     # Only pending files that overlap in series and time can stage the same (series, ts) twice;
@@ -224,6 +225,12 @@ def accept_staged_cells(conn: Connection, cells: Sequence[Cell], run_id: str) ->
     conn.exec_driver_sql(
         f"INSERT INTO {SCHEMA}.{HISTORY_PENDING} (window_key) SELECT DISTINCT window_key FROM _incoming "
         "ON CONFLICT (window_key) DO NOTHING"
+    )
+    # The retraining cascade's queue; a cell already claimed by a request is queued again.
+    conn.exec_driver_sql(
+        f"INSERT INTO {SCHEMA}.{CASCADE_QUEUE} (series_id, window_key) "
+        "SELECT DISTINCT series_id, window_key FROM _incoming "
+        "ON CONFLICT (series_id, window_key) DO UPDATE SET request_id = NULL, queued_at = now()"
     )
     conn.execute(
         text(

@@ -251,3 +251,27 @@ def release_held_files(conn: Connection) -> list[int]:
             {"ids": released},
         )
     return released
+
+
+def pending_file_ids(conn: Connection, batch_id: str) -> list[int]:
+    """Files whose staged rows wait for a run: every staged file, and the batch's held ones."""
+    rows = conn.execute(
+        text(
+            f"SELECT file_id FROM {SCHEMA}.{LANDED_FILES} "
+            "WHERE status = 'staged' OR (status = 'held' AND batch_id = :batch_id) ORDER BY file_id"
+        ),
+        {"batch_id": batch_id},
+    ).all()
+    return [r.file_id for r in rows]
+
+
+def recently_rejected_files(conn: Connection, days: int, limit: int = 50) -> list[tuple[str, str]]:
+    """(file name, reason) of files rejected in the last `days` days, newest first."""
+    rows = conn.execute(
+        text(
+            f"SELECT file_name, reason FROM {SCHEMA}.{LANDED_FILES} WHERE status = 'rejected' "
+            "AND staged_at > now() - make_interval(days => :days) ORDER BY file_id DESC LIMIT :limit"
+        ),
+        {"days": days, "limit": limit},
+    ).all()
+    return [(r.file_name, r.reason) for r in rows]

@@ -45,6 +45,12 @@ CORRELATIONS = "correlations"
 GRANGER_TESTS = "granger_tests"
 DRIVER_SELECTION = "driver_selection"
 FEATURE_IMPORTANCES = "feature_importances"
+LANDED_PATHS = "landed_paths"
+CASCADE_QUEUE = "cascade_queue"
+AUTOMATION_REQUESTS = "automation_requests"
+FORECAST_ACCURACY = "forecast_accuracy"
+DRIFT_EVENTS = "drift_events"
+RUN_FAILURES = "run_failures"
 
 # insertmanyvalues batches rows into multi-row VALUES; keep statements well under the
 # 65,535 bind-parameter limit of the PostgreSQL protocol.

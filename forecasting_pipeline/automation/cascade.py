@@ -1,0 +1,120 @@
+"""`retraining_cascade_sensor`: what follows when observations change.
+
+`raw_observations` queues every cell whose data it changed (`forecasting.cascade_queue`),
+whoever launched it: this sensor, the CLI, a UI materialization or backfill. A tick claims the
+queue and asks for one asset backfill over exactly what depends on those cells:
+
+* the history versions of every window from the earliest changed one to the newest window;
+* features, Granger tests and accuracy scores of the changed cells, correlations of their windows;
+* tuning and training of the newest window (global models learn from every series, so they are
+  per window), then backtests, champion selection and forecasts of every series in it, and the
+  feature effects of that window.
+
+Cells nobody changed are not in it; the backfill's runs follow the partition definitions (one
+run per window and level), not the number of keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import polars as pl
+from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+from sqlalchemy import Connection
+
+from forecasting_pipeline.automation.backfills import (
+    CELL_ASSETS_PUBLISHING,
+    WINDOW_ASSETS_TRAINING,
+    cell_subset,
+    graph_subset,
+    submit_open_requests,
+    window_subset,
+)
+from forecasting_pipeline.partitions import date_partitions, window_key_for
+from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.schemas import SERIES_DIMENSION
+from forecasting_pipeline.settings import load_settings
+from forecasting_pipeline.storage.automation import (
+    AutomationRequest,
+    add_request,
+    claim_queued_cells,
+    claimed_cells,
+)
+from forecasting_pipeline.storage.catalog import newest_observation_ts
+
+CASCADE = "cascade"
+SENSOR_NAME = "retraining_cascade_sensor"
+
+
+def _newest_window(conn: Connection) -> str | None:
+    newest = newest_observation_ts(conn)
+    return window_key_for(newest) if newest is not None else None
+
+
+def cascade_subset(cells: pl.DataFrame, newest_window: str, all_series_keys: list[str]):
+    """The partitions downstream of changed `cells` (series_id, partition_key, window_key)."""
+    windows = date_partitions.get_partition_keys()
+    changed_windows = sorted(set(cells["window_key"].to_list()) & set(windows))
+    if not changed_windows:
+        return graph_subset()
+    history = [w for w in windows if changed_windows[0] <= w <= newest_window]
+    changed = [(k, w) for k, w in cells.select("partition_key", "window_key").iter_rows() if w in windows]
+    return graph_subset(
+        window_subset(["observation_history"], history),
+        cell_subset(["feature_table", "granger_study", "forecast_accuracy"], changed),
+        window_subset(["correlation_study"], changed_windows),
+        window_subset([*WINDOW_ASSETS_TRAINING, "feature_effects"], [newest_window]),
+        cell_subset(CELL_ASSETS_PUBLISHING, [(key, newest_window) for key in all_series_keys]),
+    )
+
+
+def _describe(cells: pl.DataFrame, newest_window: str) -> str:
+    windows = sorted(set(cells["window_key"].to_list()))
+    span = windows[0] if len(windows) == 1 else f"{windows[0]}..{windows[-1]}"
+    return (
+        f"observations changed in {cells['series_id'].n_unique()} series × {len(windows)} windows ({span}); "
+        f"retrain window {newest_window}"
+    )
+
+
+def evaluate_cascade(context: SensorEvaluationContext, database: DatabaseResource) -> SkipReason:
+    """Claim the queue as one request, then submit every request without its backfill."""
+    instance = context.instance
+    with database.transaction() as conn:
+        request_id = f"cascade-{uuid.uuid4().hex[:16]}"
+        cells = claim_queued_cells(conn, request_id)
+        newest = _newest_window(conn)
+        if cells.height and newest is not None:
+            add_request(
+                conn,
+                request_id,
+                CASCADE,
+                _describe(cells, newest),
+                windows=[newest],
+                series_ids=sorted(set(cells["series_id"].to_list())),
+            )
+    all_keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
+
+    def build(request: AutomationRequest):
+        with database.transaction() as read:
+            claimed = claimed_cells(read, request.request_id)
+        return cascade_subset(claimed, request.windows[0], all_keys)
+
+    with database.transaction() as conn:
+        submitted = submit_open_requests(instance, conn, CASCADE, SENSOR_NAME, build)
+    message = f"submitted backfills {', '.join(submitted)}" if submitted else "no changed observations queued"
+    context.log.info(message)
+    return SkipReason(message)
+
+
+@sensor(
+    name=SENSOR_NAME,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING
+    if load_settings().automation_on
+    else DefaultSensorStatus.STOPPED,
+    description="When observations change, one asset backfill refreshes the changed cells' features, "
+    "studies and accuracy, retrains the newest window and republishes its forecasts.",
+)
+def retraining_cascade_sensor(context: SensorEvaluationContext, database: DatabaseResource) -> SkipReason:
+    return evaluate_cascade(context, database)
