@@ -629,6 +629,38 @@ def stop() -> None:
     click.echo(f"stopped the embedded server in {folder}" if stopped else "no embedded server was running")
 
 
+@main.command()
+@click.option(
+    "--from", "first_window", required=True, help="First date window (partition key), e.g. 2016-11-06."
+)
+@click.option("--to", "last_window", required=True, help="Last date window (inclusive).")
+@click.option(
+    "--asset",
+    "assets",
+    multiple=True,
+    help="Asset to recompute (repeatable); default: everything downstream of ingestion.",
+)
+@click.option(
+    "--submit",
+    is_flag=True,
+    help="Hand the backfill to the Dagster daemon (as the UI does) instead of running it here.",
+)
+def backfill(first_window: str, last_window: str, assets: tuple[str, ...], submit: bool) -> None:
+    """Recompute assets for every series over a range of windows, as few runs as possible."""
+    from forecasting_pipeline import operations
+
+    _deployment()
+    instance = _instance()
+    try:
+        summary = operations.backfill(
+            instance, first_window, last_window, list(assets) or None, submit=submit, progress=click.echo
+        )
+    except (ValueError, operations.PipelineRunError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not submit:
+        click.echo(f"backfilled {first_window}..{last_window} in {len(summary.runs)} runs")
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True)

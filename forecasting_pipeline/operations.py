@@ -76,7 +76,7 @@ _HELD_HINT = (
 )
 
 
-def _root_cause(error: Any) -> str:
+def root_cause(error: Any) -> str:
     """Dagster wraps the asset's exception; the user needs the innermost message, on one line."""
     while getattr(error, "cause", None) is not None:
         error = error.cause
@@ -91,7 +91,7 @@ def _check(result: ExecuteInProcessResult, what: str) -> None:
     if result.success:
         return
     failures = [
-        f"{event.step_key}: {_root_cause(event.step_failure_data.error)}"
+        f"{event.step_key}: {root_cause(event.step_failure_data.error)}"
         for event in result.all_events
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error
     ]
@@ -492,3 +492,68 @@ def restore_champions(
         with build_resources({"mlflow_tracker": defs.resources["mlflow_tracker"]}) as resources:
             point_champion_aliases(resources.mlflow_tracker, registered)
     return events
+
+
+# What a window backfill recomputes when no asset is named: everything downstream of ingestion.
+BACKFILL_DEFAULT_ASSETS = (
+    "observation_history",
+    "feature_table",
+    "correlation_study",
+    "granger_study",
+    "training_panel",
+    "hyperparameter_search",
+    "global_models",
+    "local_models",
+    "backtest_folds",
+    "model_selection",
+    "predictions",
+    "feature_effects",
+    "forecast_accuracy",
+)
+
+
+@dataclass(frozen=True)
+class BackfillSummary:
+    runs: list[tuple[str, str, str, str]]  # job, first key, last key, run id (in-process)
+    backfill_id: str | None  # submitted to the daemon
+
+
+def backfill(
+    instance: DagsterInstance,
+    first_window: str,
+    last_window: str,
+    assets: Sequence[str] | None = None,
+    *,
+    submit: bool = False,
+    progress: Progress = print,
+) -> BackfillSummary:
+    """Recompute `assets` for every series over windows first..last, as few runs as possible.
+
+    `submit` hands the same selection to the daemon as an asset backfill (what the UI's
+    "Materialize" over a range submits); otherwise it runs here, one partition-range run per job.
+    """
+    import uuid
+
+    from forecasting_pipeline.automation import launch
+    from forecasting_pipeline.automation.backfills import backfill_plan, submit_backfill, window_range_subset
+    from forecasting_pipeline.storage.automation import AutomationRequest
+
+    chosen = list(assets or BACKFILL_DEFAULT_ASSETS)
+    keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
+    if submit:
+        reason = f"backfill of {len(chosen)} assets over windows {first_window}..{last_window} from the CLI"
+        request = AutomationRequest(f"cli-{uuid.uuid4().hex[:16]}", "backfill", reason, [], [], False)
+        submit_backfill(
+            instance, request, window_range_subset(chosen, first_window, last_window, keys), "cli"
+        )
+        progress(
+            f"submitted asset backfill {request.request_id}; the daemon runs it (see Overview → Backfills)"
+        )
+        return BackfillSummary([], request.request_id)
+    runs = []
+    for job_name, selected, start, end in backfill_plan(chosen, first_window, last_window, keys):
+        progress(f"{job_name}: {', '.join(selected)} over {start}..{end}")
+        result = launch.run_partition_range(job_name, instance, start, end, assets=selected)
+        _check(result, f"backfill run of {job_name}")
+        runs.append((job_name, start, end, result.run_id))
+    return BackfillSummary(runs, None)

@@ -115,39 +115,49 @@ def _windows(context: AssetExecutionContext) -> list[str]:
 
 
 @contextmanager
+def advisory_locks(database: Any, asset_name: str, windows: list[str]) -> Iterator[None]:
+    """Hold PostgreSQL advisory locks on (asset, window) for the block, on a connection of its own.
+
+    Taken in sorted order, so two holders of overlapping sets cannot deadlock; released at the
+    end, or by the server when a killed process's session goes.
+    """
+    conn = database.engine.connect()
+    try:
+        for window in sorted(windows):
+            conn.execute(
+                text("SELECT pg_advisory_lock(hashtext('forecasting-pipeline'), hashtext(:key))"),
+                {"key": f"{asset_name}:{window}"},
+            )
+        conn.commit()
+        yield
+    finally:
+        conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        conn.commit()
+        conn.close()
+
+
+@contextmanager
 def step_guard(context: AssetExecutionContext | None, database: Any) -> Iterator[None]:
     """Serialize steps that write the same asset and window, and retry transient failures.
 
     Two overlapping runs of one asset and window (a sensor's and a person's, say) take turns
-    through PostgreSQL advisory locks held for the step, so neither sees nor leaves a mix of the
-    other's rows; the locks go with the session if the process dies. A dropped connection, a
-    deadlock or a busy file system asks Dagster to retry the step with exponential backoff;
-    any other error fails it.
+    through advisory locks held for the step, so neither sees nor leaves a mix of the other's
+    rows. A dropped connection, a deadlock or a busy file system asks Dagster to retry the step
+    with exponential backoff; any other error fails it.
     """
-    lock_conn = None
-    if context is not None and database is not None and hasattr(database, "engine"):
-        windows = _windows(context)
-        if windows:
-            lock_conn = database.engine.connect()
-            asset_name = context.asset_key.to_user_string()
-            for window in windows:
-                lock_conn.execute(
-                    text("SELECT pg_advisory_lock(hashtext('forecasting-pipeline'), hashtext(:key))"),
-                    {"key": f"{asset_name}:{window}"},
-                )
-            lock_conn.commit()
+    windows = _windows(context) if context is not None and hasattr(database, "engine") else []
     try:
-        yield
+        if windows:
+            with advisory_locks(database, context.asset_key.to_user_string(), windows):
+                yield
+        else:
+            yield
     except Exception as exc:
         if context is not None and is_transient(exc) and context.retry_number < MAX_RETRIES:
             wait = backoff_seconds(context.retry_number)
             context.log.warning(f"transient failure, retrying in {wait:.0f}s: {exc}")
             raise RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
         raise
-    finally:
-        if lock_conn is not None:
-            lock_conn.execute(text("SELECT pg_advisory_unlock_all()"))
-            lock_conn.close()
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

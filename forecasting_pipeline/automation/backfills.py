@@ -72,7 +72,7 @@ def submit_backfill(
             },
             dynamic_partitions_store=instance,
             asset_graph_subset=subset,
-            title=f"{trigger}: {request.reason}"[:200],
+            title=f"{trigger}: {request.reason}"[:100],
             description=request.reason,
             run_config=None,
         )
@@ -102,3 +102,67 @@ def submit_open_requests(
             submitted.append(request.request_id)
         mark_submitted(conn, request.request_id)
     return submitted
+
+
+# Jobs in dependency order; a backfill of windows runs each job that holds requested assets once.
+BACKFILL_ORDER = (
+    "version_observation_history",
+    "study_correlations",
+    "study_series",
+    "train_models",
+    "publish_forecasts",
+    "measure_feature_effects",
+    "score_forecast_accuracy",
+)
+
+
+def backfill_plan(assets: Sequence[str], first: str, last: str, series_keys: Sequence[str]):
+    """(job name, assets, first key, last key) per run of a window-range backfill over all series.
+
+    Series × date assets run as one rectangle first..last window × every series; window-level
+    assets as one range of windows, except the history versions (one run per window, its
+    data version). As few runs as the partition definitions allow.
+    """
+    from forecasting_pipeline.automation.jobs import JOBS
+    from forecasting_pipeline.definitions import defs
+
+    windows = [w for w in date_partitions.get_partition_keys() if first <= w <= last]
+    if not windows:
+        raise ValueError(f"no date window between {first} and {last}")
+    graph = defs.resolve_asset_graph()
+    jobs = {job.name: job for job in JOBS}
+    wanted = set(assets)
+    plan = []
+    for job_name in BACKFILL_ORDER:
+        job = jobs[job_name]
+        selected = sorted(wanted & {key.to_user_string() for key in job.selection.resolve(graph)})
+        if not selected:
+            continue
+        if job.partitions_def == series_date_partitions:
+            if not series_keys:
+                continue
+            start = str(series_window(series_keys[0], windows[0]).key)
+            end = str(series_window(series_keys[-1], windows[-1]).key)
+            plan.append((job_name, selected, start, end))
+        elif job_name == "version_observation_history":
+            plan.extend((job_name, selected, w, w) for w in windows)
+        else:
+            plan.append((job_name, selected, windows[0], windows[-1]))
+        wanted -= set(selected)
+    if wanted:
+        raise ValueError(f"cannot backfill {sorted(wanted)} by window (ingest lands files instead)")
+    return plan
+
+
+def window_range_subset(assets: Sequence[str], first: str, last: str, series_keys: Sequence[str]):
+    """The same backfill as an asset graph subset, for the daemon (what the UI submits)."""
+    from forecasting_pipeline.definitions import defs
+
+    windows = [w for w in date_partitions.get_partition_keys() if first <= w <= last]
+    graph = defs.resolve_asset_graph()
+    cell_assets = [a for a in assets if graph.get(AssetKey(a)).partitions_def == series_date_partitions]
+    window_assets = [a for a in assets if a not in cell_assets]
+    return graph_subset(
+        window_subset(window_assets, windows),
+        cell_subset(cell_assets, [(key, w) for w in windows for key in series_keys]),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
 
 from forecasting_pipeline.automation.new_data import RANGE_END_TAG, RANGE_START_TAG
+from forecasting_pipeline.operations import root_cause
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.settings import load_settings
 from forecasting_pipeline.storage.automation import record_run_failure
@@ -29,7 +30,7 @@ def failure_record(context: RunFailureSensorContext) -> dict:
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error if event.step_failure_data else None
         if error is not None:
-            message = f"{event.step_key}: {error.message.strip()}"
+            message = f"{event.step_key}: {root_cause(error)}"
             break
     return {
         "run_id": run.run_id,

@@ -5,7 +5,7 @@ This is what the CLI does in-process; in the UI the same selections are asset ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
@@ -38,8 +38,11 @@ def run_partition_range(
     *,
     run_config: Mapping[str, Any] | None = None,
     show_steps: bool = False,
+    assets: Sequence[str] | None = None,
 ) -> ExecuteInProcessResult:
-    """One in-process run of `job_name` over the partition range first_key..last_key."""
+    """One in-process run of `job_name` (or of its `assets`) over the range first_key..last_key."""
+    from dagster import AssetKey
+
     from forecasting_pipeline.definitions import defs
 
     config = dict(run_config or {})
@@ -48,6 +51,7 @@ def run_partition_range(
         instance=instance,
         tags={RANGE_START_TAG: first_key, RANGE_END_TAG: last_key, **launcher_tags()},
         run_config=config,
+        asset_selection=[AssetKey(name) for name in assets] if assets else None,
         raise_on_error=False,  # callers report the failed step instead of a traceback
     )
 
