@@ -38,25 +38,27 @@ CREATE TABLE forecasting.automation_requests (
 );
 CREATE INDEX automation_requests_open_idx ON forecasting.automation_requests (kind) WHERE submitted_at IS NULL;
 
--- Each published champion forecast scored against the actuals of one later window.
+-- Every stored forecast (each candidate model, each origin) scored against the actuals of one
+-- later window; `champion` marks the model that was the series' champion at that origin.
 CREATE TABLE forecasting.forecast_accuracy (
     series_id       text NOT NULL,
     window_key      text NOT NULL,   -- window of the actuals
-    origin_window   text NOT NULL,   -- window whose published forecast is scored
+    cutoff          timestamp NOT NULL,  -- forecast origin: the last observation it saw
     model_name      text NOT NULL,
+    origin_window   text NOT NULL,   -- window whose run made the forecast
     model_version   text NOT NULL,
-    cutoff          timestamp NOT NULL,
+    champion        boolean NOT NULL,
     points          integer NOT NULL,
     mae             double precision NOT NULL,
     rmse            double precision NOT NULL,
     smape           double precision,
     mase            double precision,  -- MAE over the series' scale at the origin (its backtest denominator)
-    coverage_80     double precision,
+    coverage_80     double precision,  -- of the model's own intervals
     coverage_95     double precision,
-    backtest_mase   double precision,  -- what the backtest promised for this model and series
+    backtest_mase   double precision,  -- what the origin window's backtest measured for the model
     dagster_run_id  text NOT NULL,
     scored_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (series_id, window_key, origin_window)
+    PRIMARY KEY (series_id, window_key, cutoff, model_name)
 );
 CREATE INDEX forecast_accuracy_window_idx ON forecasting.forecast_accuracy (window_key);
 

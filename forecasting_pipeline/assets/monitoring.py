@@ -1,8 +1,8 @@
 """`forecast_accuracy`: how the published forecasts did once their actuals arrived.
 
-A cell (series, window W) scores every champion forecast published from an earlier window
-against W's actuals, by forecast origin: MAE, RMSE, sMAPE, MASE on the origin's scale, interval
-coverage, and the backtest MASE the forecast was chosen on. `accuracy_drift_sensor` compares the
+A cell (series, window W) scores every stored forecast made before W's actuals (each candidate,
+each origin): MAE, RMSE, sMAPE, MASE on the origin's scale, interval coverage, and the backtest
+MASE the model had at that origin; the champion's rows are what the drift sensor watches. `accuracy_drift_sensor` compares the
 two and asks for retraining where live error has drifted past the backtest's promise.
 """
 
@@ -24,14 +24,14 @@ from forecasting_pipeline.storage.accuracy import score_cells
 from forecasting_pipeline.storage.catalog import series_by_window
 from forecasting_pipeline.storage.observations import Cell
 
-# Forecasts of the previous windows (a horizon rarely reaches further) are what a window scores.
+# Forecasts made in this window (from earlier origins) or the few before it are what a window scores.
 SCORED_ORIGINS = 4
 EARLIER_FORECASTS = MultiPartitionMapping(
     {
         DATE_DIMENSION: DimensionPartitionMapping(
             DATE_DIMENSION,
             TimeWindowPartitionMapping(
-                start_offset=-SCORED_ORIGINS, end_offset=-1, allow_nonexistent_upstream_partitions=True
+                start_offset=-SCORED_ORIGINS, end_offset=0, allow_nonexistent_upstream_partitions=True
             ),
         ),
         SERIES_DIMENSION: DimensionPartitionMapping(SERIES_DIMENSION, IdentityPartitionMapping()),
@@ -46,7 +46,7 @@ EARLIER_FORECASTS = MultiPartitionMapping(
     kinds={"postgres"},
 )
 def forecast_accuracy(context: AssetExecutionContext, database: DatabaseResource) -> MaterializeResult:
-    """Each earlier champion forecast of these series scored against the actuals of the window.
+    """Each earlier forecast of these series scored against the actuals of the window.
 
     Rows are replaced per cell, so scoring again after late or restated actuals is idempotent.
     """

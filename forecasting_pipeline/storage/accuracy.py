@@ -1,7 +1,8 @@
-"""Published forecasts scored against the actuals that arrived later, and drift decisions.
+"""Stored forecasts scored against the actuals that arrived later, and drift decisions.
 
 Scoring is one statement per run over all its cells: the actuals of each cell joined to every
-champion forecast published from an earlier window for those timestamps. Scaled errors use the
+forecast any candidate made for those timestamps from an earlier origin (the forecast history
+keeps every origin), marked where the model was the series' champion at that origin. Scaled errors use the
 series' scale at the forecast origin (the denominator its backtest MASE used), so a live error
 and its backtest estimate are the same quantity.
 """
@@ -16,10 +17,11 @@ from sqlalchemy import Connection, text
 from forecasting_pipeline.storage.observations import Cell, load_cells
 from forecasting_pipeline.storage.tables import (
     BACKTEST_METRICS,
+    CHAMPION_EVENTS,
     DRIFT_EVENTS,
     FORECAST_ACCURACY,
     OBSERVATIONS,
-    PUBLISHED_FORECASTS,
+    PREDICTIONS,
     SCHEMA,
     SERIES_SCALES,
 )
@@ -36,15 +38,15 @@ def score_cells(conn: Connection, cells: Sequence[Cell], run_id: str) -> int:
         text(
             f"""
             INSERT INTO {SCHEMA}.{FORECAST_ACCURACY}
-                (series_id, window_key, origin_window, model_name, model_version, cutoff, points,
+                (series_id, window_key, cutoff, model_name, origin_window, model_version, champion, points,
                  mae, rmse, smape, mase, coverage_80, coverage_95, backtest_mase, dagster_run_id)
-            SELECT s.series_id, s.window_key, s.origin_window, s.model_name, s.model_version, s.cutoff,
-                   s.points, s.mae, s.rmse, s.smape, s.mae / NULLIF(sc.scale, 0), s.coverage_80,
-                   s.coverage_95, bm.value, :run_id
+            SELECT s.series_id, s.window_key, s.cutoff, s.model_name, s.origin_window, s.model_version,
+                   coalesce(ch.model_name = s.model_name, false), s.points, s.mae, s.rmse, s.smape,
+                   s.mae / NULLIF(sc.scale, 0), s.coverage_80, s.coverage_95, bm.value, :run_id
             FROM (
-                SELECT c.series_id, c.window_key, p.window_key AS origin_window,
-                       min(p.model_name) AS model_name, min(p.model_version) AS model_version,
-                       min(p.cutoff) AS cutoff, count(*) AS points,
+                SELECT c.series_id, c.window_key, p.cutoff, p.model_name,
+                       min(p.window_key) AS origin_window, min(p.model_version) AS model_version,
+                       count(*) AS points,
                        avg(abs(o.y - p.yhat)) AS mae, sqrt(avg((o.y - p.yhat) ^ 2)) AS rmse,
                        200 * avg(abs(o.y - p.yhat) / NULLIF(abs(o.y) + abs(p.yhat), 0)) AS smape,
                        avg(CASE WHEN p.lo_80 IS NULL THEN NULL
@@ -54,10 +56,15 @@ def score_cells(conn: Connection, cells: Sequence[Cell], run_id: str) -> int:
                 FROM _cells c
                 JOIN {SCHEMA}.{OBSERVATIONS} o
                   ON o.series_id = c.series_id AND o.ts >= c.start_ts AND o.ts < c.end_ts
-                JOIN {SCHEMA}.{PUBLISHED_FORECASTS} p
-                  ON p.series_id = o.series_id AND p.ds = o.ts AND p.window_key < c.window_key
-                GROUP BY c.series_id, c.window_key, p.window_key
+                JOIN {SCHEMA}.{PREDICTIONS} p
+                  ON p.series_id = o.series_id AND p.ds = o.ts AND p.cutoff < o.ts
+                GROUP BY c.series_id, c.window_key, p.cutoff, p.model_name
             ) s
+            LEFT JOIN LATERAL (
+                SELECT e.model_name FROM {SCHEMA}.{CHAMPION_EVENTS} e
+                WHERE e.series_id = s.series_id AND e.window_key <= s.origin_window
+                ORDER BY e.window_key DESC, e.event_id DESC LIMIT 1
+            ) ch ON true
             LEFT JOIN {SCHEMA}.{SERIES_SCALES} sc
               ON sc.series_id = s.series_id AND sc.window_key = s.origin_window
             LEFT JOIN {SCHEMA}.{BACKTEST_METRICS} bm
@@ -82,7 +89,7 @@ def drift_candidates(conn: Connection, threshold: float, windows: int) -> pl.Dat
             WITH ranked AS (
                 SELECT a.*, dense_rank() OVER (PARTITION BY a.series_id ORDER BY a.window_key DESC) AS recency
                 FROM {SCHEMA}.{FORECAST_ACCURACY} a
-                WHERE a.mase IS NOT NULL AND a.backtest_mase IS NOT NULL AND a.backtest_mase > 0
+                WHERE a.champion AND a.mase IS NOT NULL AND a.backtest_mase > 0
             ), rolling AS (
                 SELECT series_id, max(window_key) AS window_key,
                        sum(mase * points) / sum(points) AS rolling_mase,
