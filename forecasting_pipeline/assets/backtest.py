@@ -22,6 +22,7 @@ from forecasting_pipeline.assets.conventions import (
     pipeline_asset,
 )
 from forecasting_pipeline.assets.model_inputs import local_history, neural_recipe, resource_stat
+from forecasting_pipeline.assets.run_defaults import preset_default
 from forecasting_pipeline.assets.training import (
     GlobalModelConfig,
     cell_columns,
@@ -68,7 +69,9 @@ from forecasting_pipeline.storage.studies import selected_drivers
 class BacktestConfig(GlobalModelConfig):
     """Fold plan and candidates of `backtest_folds`; neural fields as in `GlobalModelConfig`."""
 
-    n_windows: int = Field(default=3, ge=1, description="Forecast origins per series.")
+    n_windows: int = Field(
+        default=preset_default("n_windows", 3), ge=1, description="Forecast origins per series."
+    )
     step_size: int | None = Field(default=None, gt=0, description="Steps between origins; default: horizon.")
     refit_local: int = Field(
         default=1, ge=0, description="Statistical families: refit every n folds (1: every fold; 0: never)."
@@ -79,7 +82,9 @@ class BacktestConfig(GlobalModelConfig):
         description="Neural families: 0 trains once before the first origin; n refits every n.",
     )
     top_k: int = Field(default=3, ge=2, description="Members of the mean/median ensembles.")
-    ensembles: bool = Field(default=True, description="Score ensembles and per-series selection.")
+    ensembles: bool = Field(
+        default=preset_default("ensembles", True), description="Score ensembles and per-series selection."
+    )
 
 
 @pipeline_asset(

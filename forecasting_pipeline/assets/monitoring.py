@@ -2,8 +2,8 @@
 
 A cell (series, window W) scores every stored forecast made before W's actuals (each candidate,
 each origin): MAE, RMSE, sMAPE, MASE on the origin's scale, interval coverage, and the backtest
-MASE the model had at that origin; the champion's rows are what the drift sensor watches. `accuracy_drift_sensor` compares the
-two and asks for retraining where live error has drifted past the backtest's promise.
+MASE the model had at that origin. `accuracy_drift_sensor` compares the champion's rows with
+that estimate and asks for retraining where live error has drifted past the backtest's promise.
 """
 
 from dagster import (

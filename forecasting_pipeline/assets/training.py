@@ -31,6 +31,7 @@ from forecasting_pipeline.assets.model_inputs import (
     neural_recipe,
     resource_stat,
 )
+from forecasting_pipeline.assets.run_defaults import preset_default
 from forecasting_pipeline.modeling.catalog import FamilySpec
 from forecasting_pipeline.modeling.drivers import (
     DriverRule,
@@ -203,7 +204,7 @@ class GlobalModelConfig(Config):
     families: list[str] | None = Field(
         default=None, description="Neural families of the catalog to train; default: the enabled ones."
     )
-    max_steps: int = Field(default=300, gt=0)
+    max_steps: int = Field(default=preset_default("max_steps", 300), gt=0)
     input_size: int | None = Field(
         default=None, description="Lookback steps for every group; default: tuned, else the group's."
     )

@@ -19,6 +19,7 @@ from forecasting_pipeline.assets.model_inputs import (
     neural_shape,
     resource_stat,
 )
+from forecasting_pipeline.assets.run_defaults import preset_default
 from forecasting_pipeline.modeling.catalog import FamilySpec
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_tasks
 from forecasting_pipeline.modeling.tuning import local_objective, neural_objective, neural_pruner
@@ -40,11 +41,17 @@ class SearchConfig(Config):
     families: list[str] | None = Field(
         default=None, description="Families to tune; default: every enabled family with a search space."
     )
-    trials: int = Field(default=4, ge=0, description="Finished trials each study ends with.")
+    trials: int = Field(
+        default=preset_default("trials", 4), ge=0, description="Finished trials each study ends with."
+    )
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Wall-clock cap per study and run; the rest resumes next run."
     )
-    trial_max_steps: int = Field(default=50, gt=0, description="Training steps of one neural trial.")
+    trial_max_steps: int = Field(
+        default=min(50, preset_default("max_steps", 50)),
+        gt=0,
+        description="Training steps of one neural trial.",
+    )
     warm_start_trials: int = Field(default=1, ge=0, description="Previous window's best trials tried first.")
     seed: int = 1
 
