@@ -85,8 +85,21 @@ def main() -> None:
 @click.option(
     "--trials", default=4, show_default=True, help="Hyper-parameter trials per family and frequency group."
 )
-def demo(dataset: str | None, max_steps: int, trials: int) -> None:
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Start the UI and daemon, then land the data week by week: watch the sensors, the cascade "
+    "and the accuracy scoring work (its own FP_HOME, .forecasting-replay, unless FP_HOME is set).",
+)
+@click.option(
+    "--weeks", default=4, show_default=True, help="With --replay: weeks to replay after the backlog."
+)
+@click.option("--port", default=3000, show_default=True, help="With --replay: port of the Dagster UI.")
+def demo(dataset: str | None, max_steps: int, trials: int, replay: bool, weeks: int, port: int) -> None:
     """Run the whole pipeline on a bundled real dataset and print the forecasts."""
+    if replay:
+        _replay(dataset, weeks, port)
+        return
     from forecasting_pipeline import operations
     from forecasting_pipeline.datasets import DEFAULT_DATASET, bundled_dataset, land_bundled_dataset
 
@@ -189,6 +202,113 @@ def _print_forecasts(deployment, window: str, limit: int = 20) -> None:
 
 def _names(value: str | None) -> tuple[str, ...] | None:
     return tuple(n.strip() for n in value.split(",") if n.strip()) if value is not None else None
+
+
+def _automation_idle(instance, engine) -> bool:
+    """No run waiting or running, no backfill unfinished, nothing queued for the cascade."""
+    from dagster import BulkActionStatus, DagsterRunStatus, RunsFilter
+    from sqlalchemy import text
+
+    busy = instance.get_runs_count(
+        RunsFilter(
+            statuses=[
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.NOT_STARTED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+            ]
+        )
+    )
+    if busy or instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        return False
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM forecasting.cascade_queue) + (SELECT count(*) FROM "
+                "forecasting.landed_files WHERE status = 'staged')"
+            )
+        ).scalar_one()
+    return waiting == 0
+
+
+def _replay_week_summary(engine, window: str) -> str:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT count(DISTINCT series_id) AS series, avg(mase) AS mase, "
+                "avg(backtest_mase) AS backtest FROM forecasting.forecast_accuracy "
+                "WHERE window_key = :w AND champion"
+            ),
+            {"w": window},
+        ).one()
+        published = conn.execute(
+            text("SELECT max(window_key) FROM forecasting.published_forecasts")
+        ).scalar_one()
+    scored = (
+        f"champion MASE {row.mase:.3f} on its actuals (backtest promised {row.backtest:.3f})"
+        if row.series and row.mase is not None and row.backtest is not None
+        else "no earlier forecast reached these actuals"
+    )
+    return f"forecasts published through window {published}; {scored}"
+
+
+def _replay(dataset: str | None, weeks: int, port: int) -> None:
+    """`demo --replay`: dagster dev in the background, the data landing one week at a time."""
+    import subprocess
+
+    import polars as pl
+
+    from forecasting_pipeline.datasets import DEFAULT_DATASET, bundled_dataset
+
+    os.environ.setdefault("FP_HOME", str(Path(".forecasting-replay").resolve()))
+    os.environ["FP_AUTOMATION"] = "on"
+    os.environ.setdefault("FP_PRESET", "fast")
+    from forecasting_pipeline.calendar import load_calendar, save_calendar
+    from forecasting_pipeline.replay import land_frame, plan_replay, wait_until
+    from forecasting_pipeline.resources.database import engine_for
+
+    chosen = bundled_dataset(dataset or DEFAULT_DATASET)
+    settings = load_settings()
+    plan = plan_replay(
+        pl.read_csv(chosen.path(), try_parse_dates=True), weeks, settings.calendar_history_windows
+    )
+    existing = load_calendar(settings)
+    if existing.persisted and not existing.same_windows(plan.calendar):
+        raise click.ClickException(
+            f"{settings.calendar_file} holds another calendar; replay into a fresh FP_HOME"
+        )
+    save_calendar(settings, plan.calendar)
+    deployment = _deployment()
+    instance = _instance()
+    engine = engine_for(deployment.database_url)
+    click.echo(f"database: {_describe_database(deployment)}; automation on, preset {os.environ['FP_PRESET']}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port)],
+        env=os.environ.copy(),
+    )
+    click.echo(f"Dagster UI: http://127.0.0.1:{port} (Automation: sensors and schedule; Runs; Backfills)")
+    try:
+        landing = deployment.settings.landing_dir
+        steps = [("backlog", plan.backlog)] + [(start.isoformat(), rows) for start, rows in plan.weeks]
+        for index, (label, rows) in enumerate(steps):
+            name = f"{chosen.name}-{'backlog' if index == 0 else 'week-' + label}.csv"
+            land_frame(rows, landing, name)
+            click.echo(
+                f"[{index + 1}/{len(steps)}] landed {name}: {rows.height} rows; the sensors take it from here"
+            )
+            time.sleep(45)  # a sensor tick, then the runs it asks for
+            wait_until(lambda: _automation_idle(instance, engine), timeout=3600)
+            if index:
+                click.echo(f"    week {label}: {_replay_week_summary(engine, label)}")
+        click.echo("Replay finished; the UI keeps running (Ctrl-C to stop).")
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 @main.command()
