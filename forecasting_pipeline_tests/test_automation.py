@@ -299,3 +299,18 @@ def test_unchanged_files_are_not_even_hashed_again(first_weeks, deployment, db_e
         assert unseen_paths(conn, listing).height == 0
         touched = listing.with_columns(pl.col("modified_ns") + 1)
         assert unseen_paths(conn, touched).height == listing.height
+
+
+def test_replay_cuts_the_data_into_a_backlog_and_whole_weeks():
+    from forecasting_pipeline.replay import plan_replay
+    from forecasting_pipeline_tests.automation_story import bundled
+
+    frame = bundled()
+    plan = plan_replay(frame, weeks=3, history_windows=4)
+    starts = [start.isoformat() for start, _ in plan.weeks]
+    assert starts == ["2016-10-16", "2016-10-23", "2016-10-30"]
+    assert plan.backlog.height + sum(rows.height for _, rows in plan.weeks) == frame.height
+    assert plan.backlog["ds"].max() < datetime(2016, 10, 16)
+    for start, rows in plan.weeks:
+        assert rows["ds"].min() >= datetime.combine(start, datetime.min.time())
+    assert plan.calendar.start.isoformat() == "2016-09-18" and plan.calendar.end.isoformat() == "2016-11-06"
