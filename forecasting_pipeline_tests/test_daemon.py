@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import SkipReason, build_sensor_context
+from dagster import DagsterRunStatus, SkipReason, build_sensor_context
 
 from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.definitions import defs
@@ -119,8 +119,9 @@ def test_a_new_series_landed_in_the_folder_ends_with_predictions(daemon, deploym
     )
     assert window == "2016-10-30"
     # The ingest runs came from the sensor and ran in their own processes via the run launcher.
-    ingest_runs = [r for r in instance.get_runs() if r.job_name == "ingest_observations"]
-    assert ingest_runs and all(r.tags.get("dagster/sensor_name") == "new_data_sensor" for r in ingest_runs)
+    sensor_runs = [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "new_data_sensor"]
+    assert sensor_runs and all(r.job_name == "ingest_observations" for r in sensor_runs)
+    assert all(r.status == DagsterRunStatus.SUCCESS and r.remote_job_origin is not None for r in sensor_runs)
     # One cascade backfill followed, over exactly the changed cells' downstream.
     (backfill,) = instance.get_backfills()
     assert backfill.tags["forecasting-pipeline/trigger"] == "retraining_cascade_sensor"
