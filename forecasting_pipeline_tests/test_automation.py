@@ -314,3 +314,30 @@ def test_replay_cuts_the_data_into_a_backlog_and_whole_weeks():
     for start, rows in plan.weeks:
         assert rows["ds"].min() >= datetime.combine(start, datetime.min.time())
     assert plan.calendar.start.isoformat() == "2016-09-18" and plan.calendar.end.isoformat() == "2016-11-06"
+
+
+def test_a_scheduled_retraining_is_followed_by_publishing_every_series_of_its_window(first_weeks, instance):
+    from dagster import DagsterEventType, build_run_status_sensor_context
+
+    from forecasting_pipeline.automation.schedules import PUBLISH_AFTER_TAG, publish_after_model_update
+
+    def follow_up(tags: dict[str, str]):
+        outcome = defs.resolve_job_def("version_observation_history").execute_in_process(
+            instance=instance, partition_key="2016-10-16", tags=tags
+        )
+        success = next(e for e in outcome.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
+        context = build_run_status_sensor_context(
+            sensor_name="publish_after_model_update",
+            dagster_event=success,
+            dagster_instance=instance,
+            dagster_run=outcome.dagster_run,
+        )
+        return publish_after_model_update(context), outcome.run_id
+
+    request, run_id = follow_up({PUBLISH_AFTER_TAG: "2016-10-16"})
+    keys = series_keys(instance)
+    assert request.tags[RANGE_START_TAG] == f"2016-10-16|{keys[0]}"
+    assert request.tags[RANGE_END_TAG] == f"2016-10-16|{keys[-1]}"
+    assert request.run_key == f"publish-{run_id}"
+    skipped, _ = follow_up({})
+    assert isinstance(skipped, SkipReason)

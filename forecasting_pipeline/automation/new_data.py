@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -31,7 +31,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from sqlalchemy import Connection
 
 from forecasting_pipeline.automation.jobs import ingest_job
 from forecasting_pipeline.automation.planning import plan_rectangles
@@ -79,16 +78,28 @@ def snapshot_sql_source(settings: Settings) -> Path | None:
     return land_sql(settings.source_url, settings.source_query, settings.landing_dir)
 
 
-@dataclass(frozen=True)
-class TickPlan:
-    """What one evaluation decided: the batch it staged and the runs it asks for."""
+# Files staged together are checked together (one batch); a tick stages batches until its time
+# budget is spent, committing each, so a slow folder makes progress without outliving the
+# daemon's sensor timeout (60 s by default) and losing the tick.
+FILES_PER_BATCH = 50
+TICK_BUDGET_SECONDS = 20.0
 
-    batch: StagedBatch
-    files_waiting: int
-    new_series_keys: list[str]
-    run_requests: list[RunRequest]
-    cells_waiting_for_windows: int
-    calendar_moved: bool
+
+@dataclass
+class TickPlan:
+    """What one evaluation staged and the runs it asks for."""
+
+    batches: list[StagedBatch] = field(default_factory=list)
+    files_waiting: int = 0
+    pending_cells: int = 0
+    new_series_keys: list[str] = field(default_factory=list)
+    run_requests: list[RunRequest] = field(default_factory=list)
+    cells_waiting_for_windows: int = 0
+    calendar_moved: bool = False
+
+    @property
+    def files(self) -> list[FileOutcome]:
+        return [outcome for batch in self.batches for outcome in batch.files]
 
 
 def _seen_rows(listing: pl.DataFrame, outcomes: list[FileOutcome]) -> pl.DataFrame:
@@ -105,41 +116,61 @@ def _seen_rows(listing: pl.DataFrame, outcomes: list[FileOutcome]) -> pl.DataFra
     )
 
 
-def plan_tick(conn: Connection, settings: Settings, existing_keys: list[str], sensor_name: str) -> TickPlan:
-    """Stage what landed since the last tick and plan the runs of every pending cell."""
-    snapshot_sql_source(settings)
-    listing = unseen_paths(conn, scan_landing(settings.landing_dir)).sort("modified_ns", "path")
+def _stage_batches(database: DatabaseResource, settings: Settings, plan: TickPlan, deadline: float) -> None:
+    """Stage the unseen files, oldest first, one committed batch at a time until `deadline`."""
+    with database.transaction() as conn:
+        listing = unseen_paths(conn, scan_landing(settings.landing_dir)).sort("modified_ns", "path")
     chosen = listing.head(settings.sensor_max_files)
     calendar = load_calendar(settings)
-    batch = stage_landed_files(
-        conn,
-        [Path(p) for p in chosen["path"].to_list()],
-        roles=ColumnRoles(),
-        settings=settings,
-        calendar=calendar,
-    )
-    remember_paths(conn, _seen_rows(chosen, batch.files))
-    calendar_moved = not batch.calendar.same_windows(calendar) or (
-        not calendar.persisted and batch.calendar.end != calendar.end
-    )
-    if calendar_moved:
-        batch.calendar = save_calendar(settings, batch.calendar)
+    staged = 0
+    while True:
+        chunk = chosen.slice(staged, FILES_PER_BATCH)
+        with database.transaction() as conn:
+            batch = stage_landed_files(
+                conn,
+                [Path(p) for p in chunk["path"].to_list()],
+                roles=ColumnRoles(),
+                settings=settings,
+                calendar=calendar,
+            )
+            remember_paths(conn, _seen_rows(chunk, batch.files))
+        move_rejected(batch)
+        plan.batches.append(batch)
+        if not batch.calendar.same_windows(calendar) or (
+            not calendar.persisted and batch.calendar.end != calendar.end
+        ):
+            calendar = save_calendar(settings, batch.calendar)
+            plan.calendar_moved = not calendar.same_windows(loaded_calendar)
+        staged += chunk.height
+        if staged >= chosen.height or time.perf_counter() > deadline:
+            break
+    plan.files_waiting = listing.height - staged
 
+
+def _plan_runs(
+    database: DatabaseResource, plan: TickPlan, existing_keys: list[str], sensor_name: str
+) -> None:
+    """Runs for every pending cell (this tick's and any an earlier tick left), as rectangles."""
+    pending = pl.concat([batch.cells for batch in plan.batches]).unique()
+    plan.pending_cells = pending.height
     windows = date_partitions.get_partition_keys()
-    cells = batch.cells.filter(pl.col("window_key").is_in(windows))
-    new_keys = sorted(set(cells["partition_key"].to_list()) - set(existing_keys))
-    order = existing_keys + new_keys
-    files = ",".join(map(str, pending_file_ids(conn, batch.batch_id)))
-    requests = []
+    cells = pending.filter(pl.col("window_key").is_in(windows))
+    plan.cells_waiting_for_windows = pending.height - cells.height
+    plan.new_series_keys = sorted(set(cells["partition_key"].to_list()) - set(existing_keys))
+    order = existing_keys + plan.new_series_keys
+    with database.transaction() as conn:
+        files = ",".join(map(str, pending_file_ids(conn, plan.batches[-1].batch_id)))
     for rectangle in plan_rectangles(cells, order, windows):
         start, _ = series_date_range(rectangle.first_window, rectangle.series_keys)
         _, end = series_date_range(rectangle.last_window, rectangle.series_keys)
+        # Named by its cells and the files waiting for them: the same pending work asks again
+        # under the same key (the daemon skips it), new files under a new one.
         key = hashlib.sha256(f"{start}..{end}@{files}".encode()).hexdigest()[:20]
         reason = (
             f"new or changed observations in {len(rectangle.series_keys)} series × "
             f"{rectangle.first_window}..{rectangle.last_window}"
         )
-        requests.append(
+        plan.run_requests.append(
             RunRequest(
                 run_key=f"ingest-{key}",
                 job_name=ingest_job.name,
@@ -151,20 +182,24 @@ def plan_tick(conn: Connection, settings: Settings, existing_keys: list[str], se
                 },
             )
         )
-    return TickPlan(
-        batch=batch,
-        files_waiting=listing.height - chosen.height,
-        new_series_keys=new_keys,
-        run_requests=requests,
-        cells_waiting_for_windows=batch.cells.height - cells.height,
-        calendar_moved=calendar_moved and not batch.calendar.same_windows(loaded_calendar),
-    )
 
 
-def _rejected_file_checks(batch: StagedBatch) -> list[AssetCheckEvaluation]:
-    rejected = [o for o in batch.files if o.status == "rejected"]
+def plan_tick(
+    database: DatabaseResource, settings: Settings, existing_keys: list[str], sensor_name: str
+) -> TickPlan:
+    """Stage what landed since the last tick and plan the runs of every pending cell."""
+    plan = TickPlan()
+    snapshot_sql_source(settings)
+    _stage_batches(database, settings, plan, time.perf_counter() + TICK_BUDGET_SECONDS)
+    _plan_runs(database, plan, existing_keys, sensor_name)
+    return plan
+
+
+def _rejected_file_checks(plan: TickPlan) -> list[AssetCheckEvaluation]:
+    rejected = [o for o in plan.files if o.status == "rejected"]
     if not rejected:
         return []
+    moved_to = [target.parent for batch in plan.batches for _, target in batch.rejected_moves]
     return [
         AssetCheckEvaluation(
             asset_key=AssetKey("raw_observations"),
@@ -173,17 +208,17 @@ def _rejected_file_checks(batch: StagedBatch) -> list[AssetCheckEvaluation]:
             metadata={
                 "files": len(rejected),
                 "reasons": "\n".join(f"{o.path.name}: {o.message}" for o in rejected[:50]),
-                "set_aside_in": str(batch.rejected_moves[0][1].parent) if batch.rejected_moves else "",
+                "set_aside_in": str(moved_to[0]) if moved_to else "",
             },
         )
     ]
 
 
 def _describe(plan: TickPlan, seconds: float) -> str:
-    staged = sum(1 for f in plan.batch.files if f.status in ("staged", "held"))
+    staged = sum(1 for f in plan.files if f.status in ("staged", "held"))
     parts = [
-        f"{len(plan.batch.files)} files looked at ({staged} staged) in {seconds:.2f}s",
-        f"{plan.batch.cells.height} pending cells in {len(plan.run_requests)} runs",
+        f"{len(plan.files)} files looked at ({staged} staged) in {seconds:.2f}s",
+        f"{plan.pending_cells} pending cells in {len(plan.run_requests)} runs",
     ]
     if plan.new_series_keys:
         parts.append(f"{len(plan.new_series_keys)} new series")
@@ -203,16 +238,11 @@ def evaluate_new_data(
 ) -> SensorResult | SkipReason:
     """One tick: stage, remember, and request (the body of `new_data_sensor`)."""
     started = time.perf_counter()
-    settings = load_settings()
     existing = list(context.instance.get_dynamic_partitions(SERIES_DIMENSION))
-    with database.transaction() as conn:
-        plan = plan_tick(
-            conn, settings, existing, context.sensor_name if context.sensor_name else "new_data_sensor"
-        )
-    move_rejected(plan.batch)
+    plan = plan_tick(database, load_settings(), existing, context.sensor_name or "new_data_sensor")
     message = _describe(plan, time.perf_counter() - started)
     context.log.info(message)
-    checks = _rejected_file_checks(plan.batch)
+    checks = _rejected_file_checks(plan)
     if not (plan.run_requests or plan.new_series_keys or checks):
         return SkipReason(message)
     return SensorResult(
