@@ -204,10 +204,22 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return tuple(n.strip() for n in value.split(",") if n.strip()) if value is not None else None
 
 
-def _automation_idle(instance, engine) -> bool:
-    """No run waiting or running, no backfill unfinished, nothing queued for the cascade."""
+def _automation_idle(instance, engine, file_name: str) -> bool:
+    """`file_name` is in the manifest and done, no run waits or runs, no backfill is unfinished,
+    nothing is queued for the cascade."""
     from dagster import BulkActionStatus, DagsterRunStatus, RunsFilter
     from sqlalchemy import text
+
+    with engine.connect() as conn:
+        settled = conn.execute(
+            text(
+                "SELECT count(*) FROM forecasting.landed_files WHERE file_name = :name "
+                "AND status IN ('ingested', 'held', 'rejected')"
+            ),
+            {"name": file_name},
+        ).scalar_one()
+    if not settled:
+        return False
 
     busy = instance.get_runs_count(
         RunsFilter(
@@ -298,8 +310,7 @@ def _replay(dataset: str | None, weeks: int, port: int) -> None:
             click.echo(
                 f"[{index + 1}/{len(steps)}] landed {name}: {rows.height} rows; the sensors take it from here"
             )
-            time.sleep(45)  # a sensor tick, then the runs it asks for
-            wait_until(lambda: _automation_idle(instance, engine), timeout=3600)
+            wait_until(lambda name=name: _automation_idle(instance, engine, name), timeout=3600)
             if index:
                 click.echo(f"    week {label}: {_replay_week_summary(engine, label)}")
         click.echo("Replay finished; the UI keeps running (Ctrl-C to stop).")

@@ -22,7 +22,13 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 from forecasting_pipeline.bootstrap import Deployment
 from forecasting_pipeline.calendar import DateCalendar, load_calendar, save_calendar
 from forecasting_pipeline.ingestion.reader import discover_files
-from forecasting_pipeline.ingestion.staging import FileOutcome, StagedBatch, move_rejected, stage_landed_files
+from forecasting_pipeline.ingestion.staging import (
+    FileOutcome,
+    StagedBatch,
+    content_hash,
+    move_rejected,
+    stage_landed_files,
+)
 from forecasting_pipeline.ingestion.validation import ColumnRoles
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import SERIES_DIMENSION
@@ -151,9 +157,15 @@ def land_sql(url: str, query: str, landing_dir: Path) -> Path:
     name = hashlib.sha256(query.strip().encode()).hexdigest()[:12]
     landing_dir.mkdir(parents=True, exist_ok=True)
     target = landing_dir / f"sql-{name}.parquet"
+    fresh = landing_dir / f".sql-{name}.parquet.partial"
     pl.from_pandas(
         frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
-    ).write_parquet(target)
+    ).write_parquet(fresh)
+    # An unchanged result leaves the file untouched, so a sensor tick does not even hash it again.
+    if target.exists() and content_hash(target) == content_hash(fresh):
+        fresh.unlink()
+    else:
+        fresh.replace(target)
     return target
 
 

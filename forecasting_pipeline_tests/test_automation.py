@@ -341,3 +341,31 @@ def test_a_scheduled_retraining_is_followed_by_publishing_every_series_of_its_wi
     assert request.run_key == f"publish-{run_id}"
     skipped, _ = follow_up({})
     assert isinstance(skipped, SkipReason)
+
+
+def test_the_sql_source_is_watched_too_and_an_unchanged_result_does_nothing(
+    first_weeks, deployment, instance, db_engine
+):
+    with db_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE public.sql_prices (unique_id text, ds timestamp, y double precision)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO public.sql_prices SELECT 'SQL-1', ts, y FROM forecasting.observations "
+            "WHERE series_id = 'FR' AND ts >= '2016-10-09' AND ts < '2016-10-16'"
+        )
+    os.environ.update(FP_SOURCE_URL=deployment.database_url, FP_SOURCE_QUERY="public.sql_prices")
+    try:
+        result = _evaluate_new_data(instance, deployment)
+        assert isinstance(result, SensorResult)
+        (added,) = result.dynamic_partitions_requests
+        assert list(added.partition_keys) == ["SQL-1"]
+        _apply(instance, result)
+        snapshot = next(deployment.settings.landing_dir.glob("sql-*.parquet"))
+        modified = snapshot.stat().st_mtime_ns
+        assert isinstance(_evaluate_new_data(instance, deployment), SkipReason)
+        assert snapshot.stat().st_mtime_ns == modified  # unchanged result: file left alone
+    finally:
+        os.environ.pop("FP_SOURCE_URL")
+        os.environ.pop("FP_SOURCE_QUERY")
+    assert scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'SQL-1'") == 168

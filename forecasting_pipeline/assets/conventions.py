@@ -131,8 +131,11 @@ def advisory_locks(database: Any, asset_name: str, windows: list[str]) -> Iterat
         conn.commit()
         yield
     finally:
-        conn.execute(text("SELECT pg_advisory_unlock_all()"))
-        conn.commit()
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.commit()
+        except Exception:  # a lost connection took its locks with it
+            conn.invalidate()
         conn.close()
 
 

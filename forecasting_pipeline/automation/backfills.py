@@ -14,16 +14,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import polars as pl
 from dagster import AssetKey, DagsterInstance
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.execution.backfill import PartitionBackfill
 from sqlalchemy import Connection
 
-from forecasting_pipeline.partitions import (
-    date_partitions,
-    series_date_partitions,
-    series_window,
-)
+from forecasting_pipeline.partitions import date_partitions, series_date_partitions, series_date_range
 from forecasting_pipeline.storage.automation import AutomationRequest, mark_submitted, open_requests
 
 TRIGGER_TAG = "forecasting-pipeline/trigger"
@@ -42,13 +39,30 @@ def window_subset(assets: Sequence[str], windows: Sequence[str]) -> dict[AssetKe
     return {AssetKey(name): subset for name in assets} if windows else {}
 
 
-def cell_subset(assets: Sequence[str], cells: Sequence[tuple[str, str]]) -> dict[AssetKey, Any]:
-    """series × date partitions of per-series assets, from (partition_key, window) pairs."""
-    if not cells:
+def cell_subset(assets: Sequence[str], cells: pl.DataFrame) -> dict[AssetKey, Any]:
+    """series × date partitions of per-series assets, from cells (partition_key, window_key).
+
+    Keys are written in Dagster's multi-partition form (`date|series`, the dimensions sorted
+    by name) by one polars expression, not built one object per cell.
+    """
+    if cells.height == 0:
         return {}
-    keys = sorted({str(series_window(series_key, window).key) for series_key, window in cells})
+    keys = (
+        cells.select(pl.concat_str([pl.col("window_key"), pl.col("partition_key")], separator="|"))
+        .unique()
+        .to_series()
+        .sort()
+        .to_list()
+    )
     subset = series_date_partitions.empty_subset().with_partition_keys(keys)
     return {AssetKey(name): subset for name in assets}
+
+
+def every_series(series_keys: Sequence[str], windows: Sequence[str]) -> pl.DataFrame:
+    """The cells of every series in each of `windows`."""
+    return pl.DataFrame({"partition_key": list(series_keys)}, schema={"partition_key": pl.Utf8}).join(
+        pl.DataFrame({"window_key": list(windows)}, schema={"window_key": pl.Utf8}), how="cross"
+    )
 
 
 def graph_subset(*parts: Mapping[AssetKey, Any]) -> AssetGraphSubset:
@@ -141,8 +155,8 @@ def backfill_plan(assets: Sequence[str], first: str, last: str, series_keys: Seq
         if job.partitions_def == series_date_partitions:
             if not series_keys:
                 continue
-            start = str(series_window(series_keys[0], windows[0]).key)
-            end = str(series_window(series_keys[-1], windows[-1]).key)
+            start, _ = series_date_range(windows[0], list(series_keys))
+            _, end = series_date_range(windows[-1], list(series_keys))
             plan.append((job_name, selected, start, end))
         elif job_name == "version_observation_history":
             plan.extend((job_name, selected, w, w) for w in windows)
@@ -164,5 +178,5 @@ def window_range_subset(assets: Sequence[str], first: str, last: str, series_key
     window_assets = [a for a in assets if a not in cell_assets]
     return graph_subset(
         window_subset(window_assets, windows),
-        cell_subset(cell_assets, [(key, w) for w in windows for key in series_keys]),
+        cell_subset(cell_assets, every_series(series_keys, windows)),
     )

@@ -26,6 +26,7 @@ from forecasting_pipeline.automation.backfills import (
     CELL_ASSETS_PUBLISHING,
     WINDOW_ASSETS_TRAINING,
     cell_subset,
+    every_series,
     graph_subset,
     submit_open_requests,
     window_subset,
@@ -58,13 +59,13 @@ def cascade_subset(cells: pl.DataFrame, newest_window: str, all_series_keys: lis
     if not changed_windows:
         return graph_subset()
     history = [w for w in windows if changed_windows[0] <= w <= newest_window]
-    changed = [(k, w) for k, w in cells.select("partition_key", "window_key").iter_rows() if w in windows]
+    changed = cells.filter(pl.col("window_key").is_in(windows))
     return graph_subset(
         window_subset(["observation_history"], history),
         cell_subset(["feature_table", "granger_study", "forecast_accuracy"], changed),
         window_subset(["correlation_study"], changed_windows),
         window_subset([*WINDOW_ASSETS_TRAINING, "feature_effects"], [newest_window]),
-        cell_subset(CELL_ASSETS_PUBLISHING, [(key, newest_window) for key in all_series_keys]),
+        cell_subset(CELL_ASSETS_PUBLISHING, every_series(all_series_keys, [newest_window])),
     )
 
 

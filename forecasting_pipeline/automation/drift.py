@@ -48,9 +48,8 @@ def describe_drift(drifted: pl.DataFrame, threshold: float) -> str:
 def drift_subset(events: pl.DataFrame):
     """Train each drifted window again; backtest, select and publish only the drifted series."""
     windows = sorted(set(events["window_key"].to_list()))
-    cells = list(events.select("partition_key", "window_key").iter_rows())
     return graph_subset(
-        window_subset(WINDOW_ASSETS_TRAINING, windows), cell_subset(CELL_ASSETS_PUBLISHING, cells)
+        window_subset(WINDOW_ASSETS_TRAINING, windows), cell_subset(CELL_ASSETS_PUBLISHING, events)
     )
 
 
