@@ -43,7 +43,7 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.settings import Settings, load_settings
 from forecasting_pipeline.storage.automation import remember_paths, unseen_paths
-from forecasting_pipeline.storage.staging import pending_file_ids
+from forecasting_pipeline.storage.staging import pending_cells, pending_file_ids
 
 READABLE_CHECK = "landed_files_readable"
 TRIGGER_TAG = "forecasting-pipeline/trigger"
@@ -132,6 +132,7 @@ def _stage_batches(database: DatabaseResource, settings: Settings, plan: TickPla
                 roles=ColumnRoles(),
                 settings=settings,
                 calendar=calendar,
+                plan_cells=False,
             )
             remember_paths(conn, _seen_rows(chunk, batch.files))
         move_rejected(batch)
@@ -151,15 +152,16 @@ def _plan_runs(
     database: DatabaseResource, plan: TickPlan, existing_keys: list[str], sensor_name: str
 ) -> None:
     """Runs for every pending cell (this tick's and any an earlier tick left), as rectangles."""
-    pending = pl.concat([batch.cells for batch in plan.batches]).unique()
+    batch_ids = [batch.batch_id for batch in plan.batches]
+    with database.transaction() as conn:
+        pending = pending_cells(conn, plan.batches[-1].calendar, batch_ids)
+        files = ",".join(map(str, pending_file_ids(conn, batch_ids)))
     plan.pending_cells = pending.height
     windows = date_partitions.get_partition_keys()
     cells = pending.filter(pl.col("window_key").is_in(windows))
     plan.cells_waiting_for_windows = pending.height - cells.height
     plan.new_series_keys = sorted(set(cells["partition_key"].to_list()) - set(existing_keys))
     order = existing_keys + plan.new_series_keys
-    with database.transaction() as conn:
-        files = ",".join(map(str, pending_file_ids(conn, plan.batches[-1].batch_id)))
     for rectangle in plan_rectangles(cells, order, windows):
         start, _ = series_date_range(rectangle.first_window, rectangle.series_keys)
         _, end = series_date_range(rectangle.last_window, rectangle.series_keys)

@@ -298,8 +298,13 @@ def stage_landed_files(
     roles: ColumnRoles,
     settings: Settings,
     calendar: DateCalendar,
+    plan_cells: bool = True,
 ) -> StagedBatch:
-    """Stage `paths` in one transaction (`conn`): a killed ingest leaves nothing half-staged."""
+    """Stage `paths` in one transaction (`conn`): a killed ingest leaves nothing half-staged.
+
+    `plan_cells=False` leaves `cells` empty, for a caller that stages several batches and asks
+    for the pending cells once (`pending_cells` over all of them).
+    """
     from forecasting_pipeline.checks.landed_quality import QualityThresholds, validate_landed_batch
 
     batch = StagedBatch(batch_id=uuid.uuid4().hex, files=[], calendar=calendar)
@@ -335,9 +340,14 @@ def stage_landed_files(
         newest = pl.concat(accumulated.spans, how="vertical_relaxed")["last_ts"].max()
         if newest is not None:
             batch.calendar = plan_calendar(calendar, newest, settings.calendar_history_windows)
+    if not plan_cells:
+        return batch
     new_series_cells = _cells_of_new_series(accumulated, batch.new_series, batch.calendar)
     batch.cells = pl.concat(
-        [pending_cells(conn, batch.calendar, batch.batch_id, skip_series=batch.new_series), new_series_cells]
+        [
+            pending_cells(conn, batch.calendar, [batch.batch_id], skip_series=batch.new_series),
+            new_series_cells,
+        ]
     )
     return batch
 

@@ -153,13 +153,13 @@ def window_sql(calendar: DateCalendar, column: str) -> str:
 def pending_cells(
     conn: Connection,
     calendar: DateCalendar,
-    batch_id: str | None = None,
+    batch_ids: Sequence[str] = (),
     skip_series: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Series × window cells whose staged rows are new or differ from what is stored.
 
-    Unchanged rows (a re-sent history, say) make no cell run. With `batch_id`, also the cells
-    of that batch's held files, so their runs report the failed quality checks. `skip_series`
+    Unchanged rows (a re-sent history, say) make no cell run. With `batch_ids`, also the cells
+    of those batches' held files, so their runs report the failed quality checks. `skip_series`
     (series first seen in this batch, whose every cell is new) are left to the caller.
     """
     window = window_sql(calendar, "s.ts")
@@ -172,14 +172,14 @@ def pending_cells(
             JOIN {SCHEMA}.{SERIES} se ON se.series_id = s.series_id
             LEFT JOIN unnest(CAST(:skip AS text[])) AS n(series_id) ON n.series_id = s.series_id
             LEFT JOIN {SCHEMA}.{OBSERVATIONS} o ON o.series_id = s.series_id AND o.ts = s.ts
-            WHERE (f.status = 'staged' OR (f.status = 'held' AND f.batch_id = :batch_id))
+            WHERE (f.status = 'staged' OR (f.status = 'held' AND f.batch_id = ANY(:batch_ids)))
               AND n.series_id IS NULL
               AND (o.series_id IS NULL OR o.y IS DISTINCT FROM s.y OR o.drivers IS DISTINCT FROM s.drivers)
             """
         ),
         {
             "calendar_start": datetime.combine(calendar.start, datetime.min.time()),
-            "batch_id": batch_id,
+            "batch_ids": list(batch_ids),
             "skip": list(skip_series),
         },
     ).all()
@@ -253,14 +253,14 @@ def release_held_files(conn: Connection) -> list[int]:
     return released
 
 
-def pending_file_ids(conn: Connection, batch_id: str) -> list[int]:
-    """Files whose staged rows wait for a run: every staged file, and the batch's held ones."""
+def pending_file_ids(conn: Connection, batch_ids: Sequence[str]) -> list[int]:
+    """Files whose staged rows wait for a run: every staged file, and the batches' held ones."""
     rows = conn.execute(
         text(
             f"SELECT file_id FROM {SCHEMA}.{LANDED_FILES} "
-            "WHERE status = 'staged' OR (status = 'held' AND batch_id = :batch_id) ORDER BY file_id"
+            "WHERE status = 'staged' OR (status = 'held' AND batch_id = ANY(:batch_ids)) ORDER BY file_id"
         ),
-        {"batch_id": batch_id},
+        {"batch_ids": list(batch_ids)},
     ).all()
     return [r.file_id for r in rows]
 
