@@ -554,7 +554,7 @@ def backfill(
     keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
     if submit:
         reason = f"backfill of {len(chosen)} assets over windows {first_window}..{last_window} from the CLI"
-        request = AutomationRequest(f"cli-{uuid.uuid4().hex[:16]}", "backfill", reason, [], [], False)
+        request = AutomationRequest(f"cli-{uuid.uuid4().hex[:16]}", "backfill", reason, [], [])
         submit_backfill(
             instance, request, window_range_subset(chosen, first_window, last_window, keys), "cli"
         )

@@ -68,6 +68,20 @@ def _apply(instance, result: SensorResult) -> list[str]:
     return run_ids
 
 
+def _run_status_context(instance, outcome, sensor_name: str, event_type, deployment=None):
+    """The context a run-status sensor gets for `outcome`'s run, as the daemon builds it."""
+    from dagster import build_run_status_sensor_context
+
+    event = next(e for e in outcome.all_events if e.event_type == event_type)
+    return build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=outcome.dagster_run,
+        resources={"database": DatabaseResource(url=deployment.database_url)} if deployment else None,
+    )
+
+
 def _requested_cells(instance, result: SensorResult) -> set[tuple[str, str]]:
     """(window, series key) of every cell the run requests cover."""
     from forecasting_pipeline.partitions import series_date_partitions
@@ -264,7 +278,7 @@ def test_transient_failures_are_retried_with_backoff_and_others_fail_at_once(
 def test_failed_runs_are_recorded_with_their_partitions_and_error(
     first_weeks, deployment, instance, db_engine
 ):
-    from dagster import DagsterEventType, build_run_status_sensor_context
+    from dagster import DagsterEventType
 
     from forecasting_pipeline.automation.failures import run_failure_recorder
 
@@ -273,13 +287,8 @@ def test_failed_runs_are_recorded_with_their_partitions_and_error(
         instance=instance, partition_key="2016-10-16|ghost", raise_on_error=False
     )
     assert not outcome.success
-    failure = next(e for e in outcome.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-    context = build_run_status_sensor_context(
-        sensor_name="run_failure_recorder",
-        dagster_event=failure,
-        dagster_instance=instance,
-        dagster_run=outcome.dagster_run,
-        resources={"database": DatabaseResource(url=deployment.database_url)},
+    context = _run_status_context(
+        instance, outcome, "run_failure_recorder", DagsterEventType.RUN_FAILURE, deployment
     ).for_run_failure()
     run_failure_recorder(context)
     row = query_frame(
@@ -317,7 +326,7 @@ def test_replay_cuts_the_data_into_a_backlog_and_whole_weeks():
 
 
 def test_a_scheduled_retraining_is_followed_by_publishing_every_series_of_its_window(first_weeks, instance):
-    from dagster import DagsterEventType, build_run_status_sensor_context
+    from dagster import DagsterEventType
 
     from forecasting_pipeline.automation.schedules import PUBLISH_AFTER_TAG, publish_after_model_update
 
@@ -325,12 +334,8 @@ def test_a_scheduled_retraining_is_followed_by_publishing_every_series_of_its_wi
         outcome = defs.resolve_job_def("version_observation_history").execute_in_process(
             instance=instance, partition_key="2016-10-16", tags=tags
         )
-        success = next(e for e in outcome.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-        context = build_run_status_sensor_context(
-            sensor_name="publish_after_model_update",
-            dagster_event=success,
-            dagster_instance=instance,
-            dagster_run=outcome.dagster_run,
+        context = _run_status_context(
+            instance, outcome, "publish_after_model_update", DagsterEventType.RUN_SUCCESS
         )
         return publish_after_model_update(context), outcome.run_id
 

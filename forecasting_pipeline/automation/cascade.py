@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 
 import polars as pl
-from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+from dagster import SensorEvaluationContext, SkipReason, sensor
 from sqlalchemy import Connection
 
 from forecasting_pipeline.automation.backfills import (
@@ -31,10 +31,10 @@ from forecasting_pipeline.automation.backfills import (
     submit_open_requests,
     window_subset,
 )
+from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.partitions import date_partitions, window_key_for
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import SERIES_DIMENSION
-from forecasting_pipeline.settings import load_settings
 from forecasting_pipeline.storage.automation import (
     AutomationRequest,
     add_request,
@@ -111,9 +111,7 @@ def evaluate_cascade(context: SensorEvaluationContext, database: DatabaseResourc
 @sensor(
     name=SENSOR_NAME,
     minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING
-    if load_settings().automation_on
-    else DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     description="When observations change, one asset backfill refreshes the changed cells' features, "
     "studies and accuracy, retrains the newest window and republishes its forecasts.",
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 
 import polars as pl
-from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
+from dagster import SensorEvaluationContext, SkipReason, sensor
 
 from forecasting_pipeline.automation.backfills import (
     CELL_ASSETS_PUBLISHING,
@@ -22,6 +22,7 @@ from forecasting_pipeline.automation.backfills import (
     submit_open_requests,
     window_subset,
 )
+from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.settings import load_settings
 from forecasting_pipeline.storage.accuracy import drift_candidates, drift_rows, record_drift
@@ -87,9 +88,7 @@ def evaluate_drift(context: SensorEvaluationContext, database: DatabaseResource)
 @sensor(
     name=SENSOR_NAME,
     minimum_interval_seconds=300,
-    default_status=DefaultSensorStatus.RUNNING
-    if load_settings().automation_on
-    else DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     description="Retrains the series whose rolling forecast error exceeds FP_DRIFT_THRESHOLD × their "
     "backtest estimate, with the numbers in the backfill's tags.",
 )

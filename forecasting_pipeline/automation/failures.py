@@ -7,12 +7,12 @@ say what launched the run and why.
 
 from __future__ import annotations
 
-from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+from dagster import RunFailureSensorContext, run_failure_sensor
 
 from forecasting_pipeline.automation.new_data import RANGE_END_TAG, RANGE_START_TAG
+from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.operations import root_cause
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.settings import load_settings
 from forecasting_pipeline.storage.automation import record_run_failure
 
 _PARTITION_TAG = "dagster/partition"
@@ -45,9 +45,7 @@ def failure_record(context: RunFailureSensorContext) -> dict:
 @run_failure_sensor(
     name="run_failure_recorder",
     monitor_all_code_locations=False,
-    default_status=DefaultSensorStatus.RUNNING
-    if load_settings().automation_on
-    else DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     description="Records every failed run (job, partitions, failed steps, error, tags) in "
     "forecasting.run_failures.",
 )

@@ -24,7 +24,6 @@ from dagster import (
     AddDynamicPartitionsRequest,
     AssetCheckEvaluation,
     AssetKey,
-    DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -34,6 +33,7 @@ from dagster import (
 
 from forecasting_pipeline.automation.jobs import ingest_job
 from forecasting_pipeline.automation.planning import plan_rectangles
+from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.calendar import load_calendar, save_calendar
 from forecasting_pipeline.ingestion.reader import file_format
 from forecasting_pipeline.ingestion.staging import FileOutcome, StagedBatch, move_rejected, stage_landed_files
@@ -260,15 +260,11 @@ def evaluate_new_data(
     )
 
 
-def _default_status() -> DefaultSensorStatus:
-    return DefaultSensorStatus.RUNNING if load_settings().automation_on else DefaultSensorStatus.STOPPED
-
-
 @sensor(
     name="new_data_sensor",
     job=ingest_job,
     minimum_interval_seconds=30,
-    default_status=_default_status(),
+    default_status=SENSOR_STATUS,
     description="Stages new or changed landed files (and the SQL source) and ingests exactly the cells "
     "whose data changed; adds new series as partitions.",
 )

@@ -12,8 +12,6 @@ from datetime import datetime
 
 from dagster import (
     DagsterRunStatus,
-    DefaultScheduleStatus,
-    DefaultSensorStatus,
     RunRequest,
     RunStatusSensorContext,
     ScheduleEvaluationContext,
@@ -25,6 +23,7 @@ from dagster import (
 from forecasting_pipeline.automation.backfills import REASON_TAG, TRIGGER_TAG
 from forecasting_pipeline.automation.jobs import forecast_job, train_job
 from forecasting_pipeline.automation.new_data import RANGE_END_TAG, RANGE_START_TAG
+from forecasting_pipeline.automation.switch import SCHEDULE_STATUS, SENSOR_STATUS
 from forecasting_pipeline.calendar import DATE_KEY_FORMAT, shift_windows, window_floor
 from forecasting_pipeline.partitions import date_partitions, loaded_calendar, series_date_range
 from forecasting_pipeline.schemas import SERIES_DIMENSION
@@ -48,9 +47,7 @@ def closed_window(tick: datetime, cadence: str = loaded_calendar.cadence) -> str
     job=train_job,
     cron_schedule=_settings.schedule_cron,
     execution_timezone=_settings.schedule_timezone,
-    default_status=DefaultScheduleStatus.RUNNING
-    if _settings.automation_on
-    else DefaultScheduleStatus.STOPPED,
+    default_status=SCHEDULE_STATUS,
     description="Re-tunes and retrains the window that just closed; its forecasts are then republished "
     "for every series.",
 )
@@ -74,7 +71,7 @@ def weekly_model_update(context: ScheduleEvaluationContext) -> RunRequest | Skip
     run_status=DagsterRunStatus.SUCCESS,
     monitored_jobs=[train_job],
     request_job=forecast_job,
-    default_status=DefaultSensorStatus.RUNNING if _settings.automation_on else DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
     description="After a scheduled retraining, backtests, re-selects and republishes every series of "
     "its window.",
 )

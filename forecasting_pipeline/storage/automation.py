@@ -90,7 +90,6 @@ class AutomationRequest:
     reason: str
     windows: list[str]
     series_ids: list[str]
-    submitted: bool
 
 
 def add_request(
@@ -131,8 +130,7 @@ def open_requests(conn: Connection, kind: str) -> list[AutomationRequest]:
         {"kind": kind},
     ).all()
     return [
-        AutomationRequest(r.request_id, r.kind, r.reason, list(r.windows), list(r.series_ids), False)
-        for r in rows
+        AutomationRequest(r.request_id, r.kind, r.reason, list(r.windows), list(r.series_ids)) for r in rows
     ]
 
 
