@@ -28,8 +28,9 @@ from sqlalchemy.exc import OperationalError
 from forecasting_pipeline import operations
 from forecasting_pipeline.assets.conventions import advisory_locks
 from forecasting_pipeline.automation.cascade import retraining_cascade_sensor
-from forecasting_pipeline.automation.new_data import RANGE_END_TAG, RANGE_START_TAG, new_data_sensor
+from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.automation.schedules import closed_window, weekly_model_update
+from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.definitions import defs
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.transient_errors import MAX_RETRIES, is_transient
@@ -328,7 +329,8 @@ def test_replay_cuts_the_data_into_a_backlog_and_whole_weeks():
 def test_a_scheduled_retraining_is_followed_by_publishing_every_series_of_its_window(first_weeks, instance):
     from dagster import DagsterEventType
 
-    from forecasting_pipeline.automation.schedules import PUBLISH_AFTER_TAG, publish_after_model_update
+    from forecasting_pipeline.automation.schedules import publish_after_model_update
+    from forecasting_pipeline.automation.tags import PUBLISH_AFTER_TAG
 
     def follow_up(tags: dict[str, str]):
         outcome = defs.resolve_job_def("version_observation_history").execute_in_process(

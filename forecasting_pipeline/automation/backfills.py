@@ -20,12 +20,10 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.execution.backfill import PartitionBackfill
 from sqlalchemy import Connection
 
+from forecasting_pipeline.automation.tags import REASON_TAG, REQUEST_TAG, TRIGGER_TAG
 from forecasting_pipeline.partitions import date_partitions, series_date_partitions, series_date_range
 from forecasting_pipeline.storage.automation import AutomationRequest, mark_submitted, open_requests
 
-TRIGGER_TAG = "forecasting-pipeline/trigger"
-REASON_TAG = "forecasting-pipeline/reason"
-REQUEST_TAG = "forecasting-pipeline/request"
 # Dagster shows tag values in full; a reason is cut to what a person reads at a glance.
 _MAX_TAG = 1_000
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dagster import RunFailureSensorContext, run_failure_sensor
 
-from forecasting_pipeline.automation.new_data import RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.automation.switch import SENSOR_STATUS
+from forecasting_pipeline.automation.tags import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.operations import root_cause
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.storage.automation import record_run_failure
-
-_PARTITION_TAG = "dagster/partition"
 
 
 def failure_record(context: RunFailureSensorContext) -> dict:
@@ -24,7 +22,7 @@ def failure_record(context: RunFailureSensorContext) -> dict:
     if RANGE_START_TAG in tags:
         partitions = f"{tags[RANGE_START_TAG]}..{tags.get(RANGE_END_TAG, '')}"
     else:
-        partitions = tags.get(_PARTITION_TAG)
+        partitions = tags.get(PARTITION_TAG)
     steps = [event.step_key for event in context.get_step_failure_events() if event.step_key]
     message = context.failure_event.message or "run failed"
     for event in context.get_step_failure_events():

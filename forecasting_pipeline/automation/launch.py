@@ -20,10 +20,8 @@ from forecasting_pipeline.automation.jobs import (
     train_job,
 )
 from forecasting_pipeline.automation.recovery import launcher_tags
+from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.partitions import series_date_range
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 # Terminal output of in-process runs: compact step lines, or only warnings and errors.
 STEP_LINES = {"progress": {}}

@@ -34,6 +34,7 @@ from dagster import (
 from forecasting_pipeline.automation.jobs import ingest_job
 from forecasting_pipeline.automation.planning import plan_rectangles
 from forecasting_pipeline.automation.switch import SENSOR_STATUS
+from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG, REASON_TAG, TRIGGER_TAG
 from forecasting_pipeline.calendar import load_calendar, save_calendar
 from forecasting_pipeline.ingestion.reader import file_format
 from forecasting_pipeline.ingestion.staging import FileOutcome, StagedBatch, move_rejected, stage_landed_files
@@ -46,10 +47,6 @@ from forecasting_pipeline.storage.automation import remember_paths, unseen_paths
 from forecasting_pipeline.storage.staging import pending_cells, pending_file_ids
 
 READABLE_CHECK = "landed_files_readable"
-TRIGGER_TAG = "forecasting-pipeline/trigger"
-REASON_TAG = "forecasting-pipeline/reason"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 _LISTING_SCHEMA = {"path": pl.Utf8, "size_bytes": pl.Int64, "modified_ns": pl.Int64}
 
 

@@ -20,18 +20,21 @@ from dagster import (
     schedule,
 )
 
-from forecasting_pipeline.automation.backfills import REASON_TAG, TRIGGER_TAG
 from forecasting_pipeline.automation.jobs import forecast_job, train_job
-from forecasting_pipeline.automation.new_data import RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.automation.switch import SCHEDULE_STATUS, SENSOR_STATUS
+from forecasting_pipeline.automation.tags import (
+    PUBLISH_AFTER_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    REASON_TAG,
+    TRIGGER_TAG,
+)
 from forecasting_pipeline.calendar import DATE_KEY_FORMAT, shift_windows, window_floor
 from forecasting_pipeline.partitions import date_partitions, loaded_calendar, series_date_range
 from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.settings import load_settings
 
 SCHEDULE_NAME = "weekly_model_update"
-# A train_models run carrying this tag is followed by publishing its window for every series.
-PUBLISH_AFTER_TAG = "forecasting-pipeline/publish-after"
 
 _settings = load_settings()
 
