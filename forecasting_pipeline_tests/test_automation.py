@@ -30,7 +30,7 @@ from forecasting_pipeline.assets.conventions import advisory_locks
 from forecasting_pipeline.automation.cascade import retraining_cascade_sensor
 from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.automation.schedules import closed_window, weekly_model_update
-from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG
+from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG, TRIGGER_TAG
 from forecasting_pipeline.definitions import defs
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.transient_errors import MAX_RETRIES, is_transient
@@ -81,6 +81,10 @@ def _run_status_context(instance, outcome, sensor_name: str, event_type, deploym
         dagster_run=outcome.dagster_run,
         resources={"database": DatabaseResource(url=deployment.database_url)} if deployment else None,
     )
+
+
+def _cascade_backfills(instance) -> list:
+    return [b for b in instance.get_backfills() if b.tags.get(TRIGGER_TAG) == "retraining_cascade_sensor"]
 
 
 def _requested_cells(instance, result: SensorResult) -> set[tuple[str, str]]:
@@ -179,7 +183,7 @@ def test_cascade_asks_once_for_exactly_what_depends_on_the_changed_cells(
     assert queued, "ingestion queues the cells it changed"
     skip = retraining_cascade_sensor(_sensor_context(instance, deployment, "retraining_cascade_sensor"))
     assert "submitted" in skip.skip_message
-    (backfill,) = instance.get_backfills()
+    (backfill,) = _cascade_backfills(instance)
     subset = backfill.asset_backfill_data.target_subset
     by_asset = {
         key.to_user_string(): set(subset.get_partitions_subset(key).get_partition_keys())
@@ -192,10 +196,9 @@ def test_cascade_asks_once_for_exactly_what_depends_on_the_changed_cells(
     assert by_asset["predictions"] == {f"{newest}|{key}" for key in series_keys(instance)}
     assert by_asset["correlation_study"] == {w for w, _ in queued}
     assert "raw_observations" not in by_asset
-    assert backfill.tags["forecasting-pipeline/trigger"] == "retraining_cascade_sensor"
     # Submitted once: the next tick finds the queue empty and the request handed over.
     retraining_cascade_sensor(_sensor_context(instance, deployment, "retraining_cascade_sensor"))
-    assert len(instance.get_backfills()) == 1
+    assert len(_cascade_backfills(instance)) == 1
     assert scalar(db_engine, "SELECT count(*) FROM forecasting.cascade_queue") == 0
 
 
@@ -376,3 +379,46 @@ def test_the_sql_source_is_watched_too_and_an_unchanged_result_does_nothing(
         os.environ.pop("FP_SOURCE_URL")
         os.environ.pop("FP_SOURCE_QUERY")
     assert scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'SQL-1'") == 168
+
+
+BACKFILL_MUTATION = """
+mutation($feature: PartitionsByAssetSelector!, $correlation: PartitionsByAssetSelector!) {
+  launchPartitionBackfill(backfillParams: {partitionsByAssets: [$feature, $correlation]}) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_a_graphql_backfill_over_windows_targets_every_series_in_them(first_weeks, instance):
+    """The README's GraphQL mutation, against the code location the UI loads."""
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from forecasting_pipeline.settings import REPO_ROOT
+
+    keys = series_keys(instance)
+    variables = {
+        "feature": {
+            "assetKey": {"path": ["feature_table"]},
+            "partitions": {"range": {"start": f"2016-10-09|{keys[0]}", "end": f"2016-10-16|{keys[-1]}"}},
+        },
+        "correlation": {
+            "assetKey": {"path": ["correlation_study"]},
+            "partitions": {"range": {"start": "2016-10-09", "end": "2016-10-16"}},
+        },
+    }
+    with define_out_of_process_context(str(REPO_ROOT / "workspace.yaml"), None, instance) as context:
+        result = execute_dagster_graphql(context, BACKFILL_MUTATION, variables=variables)
+    launched = result.data["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    target = instance.get_backfill(launched["backfillId"]).asset_backfill_data.target_subset
+    by_asset = {
+        key.to_user_string(): set(target.get_partitions_subset(key).get_partition_keys())
+        for key in target.asset_keys
+    }
+    assert by_asset == {
+        "feature_table": {f"{w}|{k}" for w in ("2016-10-09", "2016-10-16") for k in keys},
+        "correlation_study": {"2016-10-09", "2016-10-16"},
+    }
