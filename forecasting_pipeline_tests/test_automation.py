@@ -382,8 +382,8 @@ def test_the_sql_source_is_watched_too_and_an_unchanged_result_does_nothing(
 
 
 BACKFILL_MUTATION = """
-mutation($feature: PartitionsByAssetSelector!, $correlation: PartitionsByAssetSelector!) {
-  launchPartitionBackfill(backfillParams: {partitionsByAssets: [$feature, $correlation]}) {
+mutation($assets: [AssetKeyInput!]!, $partitions: [String!]!) {
+  launchPartitionBackfill(backfillParams: {assetSelection: $assets, partitionNames: $partitions}) {
     __typename
     ... on LaunchBackfillSuccess { backfillId }
     ... on PythonError { message }
@@ -399,26 +399,22 @@ def test_a_graphql_backfill_over_windows_targets_every_series_in_them(first_week
     from forecasting_pipeline.settings import REPO_ROOT
 
     keys = series_keys(instance)
-    variables = {
-        "feature": {
-            "assetKey": {"path": ["feature_table"]},
-            "partitions": {"range": {"start": f"2016-10-09|{keys[0]}", "end": f"2016-10-16|{keys[-1]}"}},
-        },
-        "correlation": {
-            "assetKey": {"path": ["correlation_study"]},
-            "partitions": {"range": {"start": "2016-10-09", "end": "2016-10-16"}},
-        },
+    cells = sorted(f"{w}|{k}" for w in ("2016-10-09", "2016-10-16") for k in keys)
+    requests = {
+        ("feature_table", "granger_study"): cells,
+        ("correlation_study",): ["2016-10-09", "2016-10-16"],
     }
     with define_out_of_process_context(str(REPO_ROOT / "workspace.yaml"), None, instance) as context:
-        result = execute_dagster_graphql(context, BACKFILL_MUTATION, variables=variables)
-    launched = result.data["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    target = instance.get_backfill(launched["backfillId"]).asset_backfill_data.target_subset
-    by_asset = {
-        key.to_user_string(): set(target.get_partitions_subset(key).get_partition_keys())
-        for key in target.asset_keys
-    }
-    assert by_asset == {
-        "feature_table": {f"{w}|{k}" for w in ("2016-10-09", "2016-10-16") for k in keys},
-        "correlation_study": {"2016-10-09", "2016-10-16"},
-    }
+        for assets, partitions in requests.items():
+            result = execute_dagster_graphql(
+                context,
+                BACKFILL_MUTATION,
+                variables={"assets": [{"path": [a]} for a in assets], "partitions": partitions},
+            )
+            launched = result.data["launchPartitionBackfill"]
+            assert launched["__typename"] == "LaunchBackfillSuccess", launched
+            target = instance.get_backfill(launched["backfillId"]).asset_backfill_data.target_subset
+            for asset in assets:
+                assert set(target.get_partitions_subset(AssetKey(asset)).get_partition_keys()) == set(
+                    partitions
+                )

@@ -8,6 +8,7 @@ backfill daemon runs it, level by level, until the new series has published fore
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -86,11 +87,18 @@ def daemon(deployment, instance, db_engine, tmp_path_factory):
         start_new_session=True,
     )
     yield process, folder / "daemon.log"
+    # The daemon's code server and run workers live in sessions of their own: end them all.
+    import psutil
+
+    family = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+    for pid in family[1:]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
     log.close()
     os.environ.pop("FP_LANDING_DIR", None)
 
