@@ -41,6 +41,8 @@ so a deployment is described completely by the variables documented below.
 - FP_DRIFT_THRESHOLD: retrain a series when its rolling scaled error exceeds this multiple of
   its backtest estimate. Default 1.5
 - FP_DRIFT_WINDOWS: scored windows in the rolling error. Default 2
+- FP_RETRY_BASE_SECONDS: first wait before a step that failed on a transient database or I/O
+  error is retried; each retry waits twice as long (3 retries). Default 2
 - FP_PRESET: catalog preset (fast, medium, best or one of your catalog's) whose families,
   trials, steps and folds are the defaults of runs the UI, sensors and schedule launch.
   Default: none (the assets' own defaults, equal to `medium`)
@@ -104,6 +106,7 @@ class Settings:
     drift_threshold: float = 1.5
     drift_windows: int = 2
     preset: str | None = None
+    retry_base_seconds: float = 2.0
 
     @property
     def default_mlflow_tracking_uri(self) -> str:
@@ -298,4 +301,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         drift_threshold=_parse_positive_float("FP_DRIFT_THRESHOLD", env.get("FP_DRIFT_THRESHOLD") or "1.5"),
         drift_windows=_parse_positive_int("FP_DRIFT_WINDOWS", env.get("FP_DRIFT_WINDOWS") or "2"),
         preset=env.get("FP_PRESET") or None,
+        retry_base_seconds=_parse_positive_float(
+            "FP_RETRY_BASE_SECONDS", env.get("FP_RETRY_BASE_SECONDS") or "2"
+        ),
     )

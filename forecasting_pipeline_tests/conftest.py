@@ -43,6 +43,8 @@ for _name in (
 # bundled data's windows); the calendar-from-data path runs in CLI subprocess tests.
 TEST_PARTITION_START = "2016-10-02"
 os.environ["FP_PARTITION_START"] = TEST_PARTITION_START
+# Steps retried after a transient failure wait 50 ms, 100 ms, 200 ms instead of seconds.
+os.environ["FP_RETRY_BASE_SECONDS"] = "0.05"
 
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Sensors, the cascade, the schedule and window backfills against a real PostgreSQL instance.
 
 The new-data sensor is evaluated as the daemon evaluates it and its requests are executed;
-the end-to-end run through the daemon itself is `test_daemon.py` (marked `daemon`).
+the end-to-end run through the daemon itself is `test_daemon.py` (marked `slow`).
 """
 
 from __future__ import annotations
@@ -392,6 +392,7 @@ mutation($assets: [AssetKeyInput!]!, $partitions: [String!]!) {
 """
 
 
+@pytest.mark.slow  # starts a gRPC code server, as the webserver does: the slow step
 def test_a_graphql_backfill_over_windows_targets_every_series_in_them(first_weeks, instance):
     """The README's GraphQL mutation, against the code location the UI loads."""
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql

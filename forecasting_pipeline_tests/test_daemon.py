@@ -1,6 +1,6 @@
 """The whole automation through a real `dagster-daemon`: files land, predictions appear.
 
-Marked `daemon` (minutes, a separate CI step): the daemon evaluates `new_data_sensor`, its run
+Marked `slow` (minutes, a separate CI step): the daemon evaluates `new_data_sensor`, its run
 coordinator and launcher start the ingest runs in their own processes, `raw_observations`
 queues the changed cells, `retraining_cascade_sensor` submits one asset backfill, and the
 backfill daemon runs it, level by level, until the new series has published forecasts.
@@ -31,7 +31,7 @@ from forecasting_pipeline_tests.automation_story import (
 )
 from forecasting_pipeline_tests.conftest import query_frame, scalar
 
-pytestmark = pytest.mark.daemon
+pytestmark = pytest.mark.slow
 TIMEOUT_SECONDS = 25 * 60
 TINY_PRESET = {
     "description": "test size",

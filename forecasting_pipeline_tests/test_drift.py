@@ -11,8 +11,17 @@ from forecasting_pipeline.automation import launch
 from forecasting_pipeline.automation.drift import accuracy_drift_sensor
 from forecasting_pipeline.definitions import defs
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline_tests.conftest import ingest_and_forecast, query_frame, scalar
+from forecasting_pipeline_tests.conftest import (
+    FAMILIES_ONLY_BACKTEST,
+    TINY_GLOBAL_MODEL,
+    land_and_ingest,
+    query_frame,
+    scalar,
+    series_keys,
+)
 
+# Trains, backtests and publishes before it scores: with the daemon suite, a separate CI step.
+pytestmark = pytest.mark.slow
 WINDOW = "2016-10-30"
 DEGRADED = "BE"
 DRIVERS = pl.Struct({"gen_forecast": pl.Float64, "system_load": pl.Float64, "week_day": pl.Int64})
@@ -22,7 +31,16 @@ DRIVERS = pl.Struct({"gen_forecast": pl.Float64, "system_load": pl.Float64, "wee
 def scored(deployment, instance, db_engine):
     """Forecast the last window, land actuals for the horizon (BE's three times the forecast),
     ingest them and score the forecasts."""
-    ingest_and_forecast(deployment, instance)
+    land_and_ingest(deployment, instance)
+    operations.forecast(
+        instance,
+        WINDOW,
+        series_keys(instance),
+        global_model_config=TINY_GLOBAL_MODEL,
+        search_config={"families": []},
+        local_model_config={"families": ["SeasonalNaive", "AutoTheta"]},
+        backtest_config=FAMILIES_ONLY_BACKTEST,
+    )
     published = query_frame(
         db_engine,
         "SELECT series_id, ds, yhat FROM forecasting.published_forecasts WHERE window_key = :w",

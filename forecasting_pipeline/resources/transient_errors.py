@@ -29,7 +29,6 @@ _TRANSIENT_ERRNOS = frozenset(
     {errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.EBUSY, errno.ESTALE}
 )
 MAX_RETRIES = 3
-BASE_DELAY_SECONDS = 2.0
 
 
 def is_transient(error: BaseException) -> bool:
@@ -55,5 +54,9 @@ def is_transient(error: BaseException) -> bool:
 
 
 def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with ±25 % jitter, so retried steps do not return in lockstep."""
-    return BASE_DELAY_SECONDS * (2**attempt) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not secrecy
+    """Exponential backoff from FP_RETRY_BASE_SECONDS with ±25 % jitter, so retried steps do
+    not return in lockstep."""
+    from forecasting_pipeline.settings import load_settings
+
+    base = load_settings().retry_base_seconds
+    return base * (2**attempt) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter, not secrecy
