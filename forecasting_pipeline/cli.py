@@ -207,7 +207,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 def _automation_idle(instance, engine, file_name: str) -> bool:
     """`file_name` is in the manifest and done, no run waits or runs, no backfill is unfinished,
     nothing is queued for the cascade."""
-    from dagster import BulkActionStatus, DagsterRunStatus, RunsFilter
+    from dagster import DagsterRunStatus, RunsFilter
+    from dagster._core.execution.backfill import BulkActionStatus
     from sqlalchemy import text
 
     with engine.connect() as conn:
