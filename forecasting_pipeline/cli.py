@@ -269,6 +269,7 @@ def _replay_week_summary(engine, window: str) -> str:
 
 def _replay(dataset: str | None, weeks: int, port: int) -> None:
     """`demo --replay`: dagster dev in the background, the data landing one week at a time."""
+    import signal
     import subprocess
 
     import polars as pl
@@ -302,6 +303,11 @@ def _replay(dataset: str | None, weeks: int, port: int) -> None:
         env=os.environ.copy(),
     )
     click.echo(f"Dagster UI: http://127.0.0.1:{port} (Automation: sensors and schedule; Runs; Backfills)")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a terminated replay stops `dagster dev` too, as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         landing = deployment.settings.landing_dir
         steps = [("backlog", plan.backlog)] + [(start.isoformat(), rows) for start, rows in plan.weeks]
