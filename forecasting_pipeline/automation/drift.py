@@ -34,11 +34,24 @@ _LISTED = 10
 
 
 def describe_drift(drifted: pl.DataFrame, threshold: float) -> str:
-    worst = drifted.sort("ratio", descending=True)
-    listed = "; ".join(
-        f"{r['series_id']} @ {r['window_key']}: rolling MASE {r['rolling_mase']:.2f} over "
-        f"{r['windows_scored']} windows vs backtest {r['backtest_mase']:.2f} (×{r['ratio']:.2f})"
-        for r in worst.head(_LISTED).iter_rows(named=True)
+    """The worst drifts in words, for the backfill's tags (formatted by polars, not per row)."""
+    listed = (
+        drifted.sort("ratio", descending=True)
+        .head(_LISTED)
+        .select(
+            pl.format(
+                "{} @ {}: rolling MASE {} over {} windows vs backtest {} (×{})",
+                "series_id",
+                "window_key",
+                pl.col("rolling_mase").round(2),
+                "windows_scored",
+                pl.col("backtest_mase").round(2),
+                pl.col("ratio").round(2),
+            )
+        )
+        .to_series()
+        .str.join("; ")
+        .item()
     )
     more = f"; and {drifted.height - _LISTED} more" if drifted.height > _LISTED else ""
     return (
