@@ -53,3 +53,15 @@ def _current_user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+def embedded_server_running(data_dir: Path) -> bool:
+    """Whether a server holds `data_dir` (its postmaster.pid names a live process)."""
+    pid_file = data_dir / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    import psutil
+
+    return psutil.pid_exists(pid)

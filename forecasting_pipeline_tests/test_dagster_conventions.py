@@ -1,0 +1,139 @@
+"""What a Dagster user types first works in the repository root with no variables set by hand.
+
+`dg check defs`, `dagster dev` and `forecasting-pipeline ui` run as subprocesses with a clean
+environment (only FP_HOME, pointing at a scratch folder instead of the checkout's .forecasting),
+so they must find the deployment themselves: the embedded PostgreSQL, started on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from forecasting_pipeline.settings import REPO_ROOT
+from forecasting_pipeline.storage.embedded import embedded_server_running, stop_embedded_server
+
+BIN = Path(sys.executable).parent
+
+
+def _clean_env(home: Path | None = None) -> dict[str, str]:
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"}
+    if home is not None:
+        env["FP_HOME"] = str(home)
+    return env
+
+
+def _scratch_home() -> Path:
+    # 0755: as root, the embedded server runs as its own system user and must traverse it.
+    folder = Path(tempfile.mkdtemp(prefix="fp-dev-"))
+    folder.chmod(0o755)
+    return folder
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def _wait_for_assets(port: int, process: subprocess.Popen, timeout: float = 180) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the Dagster services exited early"
+        try:
+            nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
+            if nodes:
+                return sorted("/".join(node["assetKey"]["path"]) for node in nodes)
+        except OSError:
+            pass
+        time.sleep(2)
+    raise AssertionError("the webserver never served the asset graph")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def scratch_home() -> Iterator[Path]:
+    home = _scratch_home()
+    yield home
+    stop_embedded_server(home / "pgdata")
+
+
+def test_dg_check_defs_passes_in_the_repository_root():
+    result = subprocess.run(
+        [str(BIN / "dg"), "check", "defs"],
+        cwd=REPO_ROOT,
+        env={**_clean_env(), "VIRTUAL_ENV": str(BIN.parent)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_dagster_dev_serves_the_project_on_the_embedded_deployment(scratch_home: Path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "-p", str(port)],
+        cwd=REPO_ROOT,
+        env=_clean_env(scratch_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        process_group=0,
+    )
+    try:
+        assets = _wait_for_assets(port, process)
+        assert {"raw_observations", "predictions", "global_models", "forecast_accuracy"} <= set(assets)
+        # The instance is the deployment's PostgreSQL, started under FP_HOME with the domain schema.
+        assert embedded_server_running(scratch_home / "pgdata")
+        runs = _graphql(port, "{ runsOrError { __typename } }")["runsOrError"]["__typename"]
+        assert runs == "Runs"
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_stopping_the_ui_leaves_no_process_behind(scratch_home: Path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(BIN / "forecasting-pipeline"), "ui", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=_clean_env(scratch_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_assets(port, process)
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    server_pid = int((scratch_home / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
+    assert len(descendants) >= 3  # dagster dev, webserver, daemon (and code servers)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    time.sleep(1)
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline() for p in alive]
+    assert not psutil.pid_exists(server_pid), "the embedded PostgreSQL this command started is still up"
