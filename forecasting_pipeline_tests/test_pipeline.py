@@ -277,3 +277,69 @@ def test_a_failing_step_is_reported_with_its_error_and_run(pipeline, instance):
             search_config={"families": []},
             local_model_config={"families": ["SeasonalNaive"]},
         )
+
+
+def _latest_materialization(instance, asset: str, partition: str):
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"no materialization of {asset} {partition}"
+    return records[0].asset_materialization.metadata
+
+
+def test_each_partition_reports_its_own_counts_and_the_predictions_page_a_fan_chart(
+    pipeline, instance, db_engine
+):
+    import base64
+    import io
+    import re
+
+    import matplotlib.image
+
+    with db_engine.connect() as conn:
+        expected = dict(
+            conn.execute(
+                text("SELECT series_id, rows FROM forecasting.cell_versions WHERE window_key = :w"),
+                {"w": LATEST_WINDOW},
+            ).all()
+        )
+        published = dict(
+            conn.execute(
+                text(
+                    "SELECT series_id, count(*) FROM forecasting.published_forecasts "
+                    "WHERE window_key = :w GROUP BY series_id"
+                ),
+                {"w": LATEST_WINDOW},
+            ).all()
+        )
+        folds = dict(
+            conn.execute(
+                text(
+                    "SELECT series_id, count(*) FROM forecasting.backtest_folds "
+                    "WHERE window_key = :w GROUP BY series_id"
+                ),
+                {"w": LATEST_WINDOW},
+            ).all()
+        )
+    for series_id in SERIES:
+        key = f"{LATEST_WINDOW}|{series_id}"
+        raw = _latest_materialization(instance, "raw_observations", key)
+        assert raw["observations"].value == expected[series_id]  # the cell's rows, not the run's total
+        backtest = _latest_materialization(instance, "backtest_folds", key)
+        assert backtest["fold_rows"].value == folds[series_id]
+        assert backtest["best_candidate"].value in FAMILIES or backtest["best_candidate"].value.startswith(
+            "ensemble"
+        )
+        page = _latest_materialization(instance, "predictions", key)
+        assert page["published_rows"].value == published[series_id] == HORIZON
+        chart = page["fan_chart"].value
+        assert series_id in chart
+        png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", chart).group(1))
+        pixels = matplotlib.image.imread(io.BytesIO(png))
+        assert pixels.shape[0] > 100 and pixels.std() > 0.05  # a drawn plot, not a blank image
+    # Run-level metadata keeps the run's view: the leaderboard and the error by horizon step.
+    selection = _latest_materialization(instance, "model_selection", f"{LATEST_WINDOW}|FR")
+    assert "model_name" in selection["leaderboard"].value
+    assert "data:image/png;base64," in backtest["error_by_horizon_step"].value

@@ -12,7 +12,9 @@ from typing import Any
 import polars as pl
 from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue
 from pydantic import Field
+from sqlalchemy import Connection
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_rows
 from forecasting_pipeline.assets.conventions import (
     GPU_OP_TAGS,
     GPU_POOL,
@@ -48,6 +50,7 @@ from forecasting_pipeline.modeling.evaluation import evaluate_backtest, fold_sco
 from forecasting_pipeline.modeling.frequency_groups import GroupTask, group_panel, group_tasks
 from forecasting_pipeline.modeling.usage import measure
 from forecasting_pipeline.partitions import SAME_WINDOW, series_date_partitions, window_bounds
+from forecasting_pipeline.reporting.plots import error_by_horizon, markdown_image
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
@@ -57,13 +60,16 @@ from forecasting_pipeline.storage.backtests import (
     replace_backtest,
     replace_ensemble_members,
     replace_series_scales,
+    series_metrics,
 )
 from forecasting_pipeline.storage.catalog import series_by_window, stored_frequencies
 from forecasting_pipeline.storage.experiments import record_resource_stats, tuned_params
 from forecasting_pipeline.storage.lineage import ModelRecord, register_model, window_models
 from forecasting_pipeline.storage.observations import read_panel
 from forecasting_pipeline.storage.predictions import store_predictions, window_forecasts
+from forecasting_pipeline.storage.reports import step_errors
 from forecasting_pipeline.storage.studies import selected_drivers
+from forecasting_pipeline.storage.tables import BACKTEST_FOLDS
 
 
 class BacktestConfig(GlobalModelConfig):
@@ -138,14 +144,52 @@ def backtest_folds(
         inputs = keep_selected_drivers(grouped.panel, chosen)
         for task in group_tasks(window, inputs.to_pandas(), model_catalog.horizon):
             summary.append(_backtest_group(step, task))
+    with database.transaction() as conn:
+        add_cell_rows(
+            context, conn, BACKTEST_FOLDS, by_window, "fold_rows", _best_candidates(conn, by_window)
+        )
+        horizon_plot = _error_by_horizon(conn, max(by_window)) if by_window else None
     return MaterializeResult(
         metadata={
             "groups": MetadataValue.md(markdown_table(pl.DataFrame(summary)))
             if summary
             else "no forecastable series",
             "fold_rows": sum(s["fold rows"] for s in summary),
+            **({"error_by_horizon_step": horizon_plot} if horizon_plot is not None else {}),
         }
     )
+
+
+def _best_candidates(conn: Connection, by_window: dict[str, list[str]]) -> pl.DataFrame:
+    """`window, series_id, best_candidate, best_mase, candidates` of each cell's backtest."""
+    frames = [
+        series_metrics(conn, window, series_ids, "mase").with_columns(pl.lit(window).alias("window"))
+        for window, series_ids in by_window.items()
+    ]
+    scores = pl.concat(frames) if frames else pl.DataFrame()
+    if scores.height == 0:
+        return scores
+    return (
+        scores.sort("value")
+        .group_by("window", "series_id")
+        .agg(
+            pl.col("model_name").first().alias("best_candidate"),
+            pl.col("value").first().round(4).alias("best_mase"),
+            pl.len().alias("candidates"),
+        )
+    )
+
+
+def _error_by_horizon(conn: Connection, window: str) -> MetadataValue | None:
+    """Each candidate's fold error by horizon step, scaled per series so series pool fairly."""
+    errors = step_errors(conn, window)
+    if errors.height == 0:
+        return None
+    pooled = errors.group_by("model", "step").agg(pl.col("scaled").mean().alias("error"))
+    png = error_by_horizon(
+        pooled, title=f"Backtest error by horizon step, window {window}", metric="scaled MAE"
+    )
+    return MetadataValue.md(markdown_image(png, f"backtest error by horizon step, window {window}"))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import polars as pl
 from dagster import AssetDep, AssetExecutionContext, Config, MaterializeResult, MetadataValue
 from pydantic import Field
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_rows
 from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.assets.history_slices import history_slices
 from forecasting_pipeline.assets.ingest import raw_observations
@@ -22,6 +23,7 @@ from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.schemas import driver_columns
 from forecasting_pipeline.storage.catalog import series_by_window
 from forecasting_pipeline.storage.features import replace_features
+from forecasting_pipeline.storage.tables import FEATURES
 
 
 class FeatureConfig(Config):
@@ -98,6 +100,8 @@ def feature_table(
                     preview = features.tail(5)
         if sliced.unplaced:
             context.log.warning(f"window {window}: no known frequency for {sliced.unplaced[:5]}; no features")
+    with database.transaction() as conn:
+        add_cell_rows(context, conn, FEATURES, by_window, "feature_rows")
     return MaterializeResult(
         metadata={
             "feature_set": feature_set,

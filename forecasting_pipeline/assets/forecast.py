@@ -7,11 +7,16 @@ forecasts to `forecasting.published_forecasts`. Every candidate's forecasts stay
 """
 
 import polars as pl
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue
+from pydantic import Field
+from sqlalchemy import Connection
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_rows
 from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.assets.training import registered_name
 from forecasting_pipeline.partitions import series_date_partitions
+from forecasting_pipeline.reporting.plots import fan_chart, markdown_image
+from forecasting_pipeline.reporting.report import fan_chart_inputs
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
 from forecasting_pipeline.storage.catalog import series_by_window
@@ -23,8 +28,34 @@ from forecasting_pipeline.storage.champions import (
     unconfirmed_promotions,
 )
 from forecasting_pipeline.storage.predictions import publication_summary
+from forecasting_pipeline.storage.tables import PUBLISHED_FORECASTS
 
 CHAMPION_ALIAS = "champion"
+
+
+class PredictionsConfig(Config):
+    fan_charts: int = Field(
+        default=20,
+        ge=0,
+        description="Series per run whose partition page gets a fan chart (history, forecast, "
+        "intervals, actuals); about 30 ms each. Series of a larger run beyond this show counts only.",
+    )
+
+
+def _fan_charts(conn: Connection, by_window: dict[str, list[str]], limit: int) -> pl.DataFrame:
+    """`window, series_id, fan_chart` for the first `limit` series (by id) of the run."""
+    charts: list[dict] = []
+    for window, series_ids in by_window.items():
+        room = limit - len(charts)
+        if room <= 0:
+            break
+        for chart in fan_chart_inputs(conn, window, room, series_ids=series_ids).charts:
+            title = f"{chart.series_id}: {chart.model_name}, window {window}"
+            png = fan_chart(chart.history, chart.forecast, chart.actuals, title=title)
+            charts.append(
+                {"window": window, "series_id": chart.series_id, "fan_chart": markdown_image(png, title)}
+            )
+    return pl.DataFrame(charts, schema={"window": pl.String, "series_id": pl.String, "fan_chart": pl.String})
 
 
 def point_champion_aliases(mlflow_tracker: MlflowTrackerResource, registered: list[dict]) -> None:
@@ -44,7 +75,10 @@ def point_champion_aliases(mlflow_tracker: MlflowTrackerResource, registered: li
     kinds={"postgres", "mlflow"},
 )
 def predictions(
-    context: AssetExecutionContext, database: DatabaseResource, mlflow_tracker: MlflowTrackerResource
+    context: AssetExecutionContext,
+    config: PredictionsConfig,
+    database: DatabaseResource,
+    mlflow_tracker: MlflowTrackerResource,
 ) -> MaterializeResult:
     """The champion's forecast of every series, with 80% and 95% intervals and its provenance.
 
@@ -71,6 +105,21 @@ def predictions(
         published = published_summary(conn, windows, series_ids)
         candidates = publication_summary(conn, windows, series_ids)
         registered = champion_registry_versions(conn, windows, series_ids)
+        cell_champions = published.select(
+            pl.col("window_key").alias("window"),
+            "series_id",
+            pl.col("model_name").alias("champion"),
+            pl.col("interval_method").alias("intervals"),
+        ).join(_fan_charts(conn, by_window, config.fan_charts), on=["window", "series_id"], how="left")
+        add_cell_rows(
+            context,
+            conn,
+            PUBLISHED_FORECASTS,
+            by_window,
+            "published_rows",
+            cell_champions,
+            markdown=("fan_chart",),
+        )
     point_champion_aliases(mlflow_tracker, registered)
     covered = published["series_id"].n_unique() if published.height else 0
     missing = len(series_ids) - covered - sum(candidates.set_aside.values())

@@ -10,6 +10,7 @@ value in an old window marks every later window's panel, models and forecasts st
 import time
 from collections.abc import Iterator
 
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -22,6 +23,7 @@ from dagster import (
     MetadataValue,
 )
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_rows
 from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
 from forecasting_pipeline.checks.landed_quality import CHECK_NAMES
 from forecasting_pipeline.partitions import (
@@ -40,6 +42,7 @@ from forecasting_pipeline.storage.observations import (
     quality_results_for_files,
     staged_file_ids,
 )
+from forecasting_pipeline.storage.tables import CELL_VERSIONS
 
 # Checks that warn instead of stopping downstream work.
 _WARNING_CHECKS = frozenset({"no_gaps"})
@@ -100,6 +103,9 @@ def _check_results(results: list[dict]) -> Iterator[AssetCheckResult]:
         )
 
 
+CHANGE_COUNTS = ("rows_inserted", "rows_restated")
+
+
 @pipeline_asset(
     partitions_def=series_date_partitions,
     group_name="ingest",
@@ -128,12 +134,29 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
             spans.append(Cell(ids[cell.series_key], cell.window, bounds.start, bounds.end))
         quality = quality_results_for_files(conn, staged_file_ids(conn, spans))
         accepted = accept_staged_cells(conn, spans, context.run_id)
+        changes = pl.DataFrame(
+            {
+                "window": [r.window_key for r in accepted],
+                "series_id": [r.series_id for r in accepted],
+                CHANGE_COUNTS[0]: [r.inserted for r in accepted],
+                CHANGE_COUNTS[1]: [r.restated for r in accepted],
+            },
+            schema={
+                "window": pl.String,
+                "series_id": pl.String,
+                "rows_inserted": pl.Int64,
+                "rows_restated": pl.Int64,
+            },
+        )
+        by_window: dict[str, list[str]] = {}
+        for span in spans:
+            by_window.setdefault(span.window_key, []).append(span.series_id)
+        add_cell_rows(context, conn, CELL_VERSIONS, by_window, "observations", changes)
 
     inserted = sum(r.inserted for r in accepted)
     restated = sum(r.restated for r in accepted)
     context.log.info(f"{len(cells)} partitions: {inserted} new observations, {restated} restated")
-    # Per-cell counts live in forecasting.cell_versions; Dagster's per-partition metadata costs
-    # ~45 ms a key (it re-validates the key against the whole range), too much for 10,000 series.
+    # Each cell's page shows its own counts (add_cell_rows); these are the run's totals.
     changed = sorted(
         (r for r in accepted if r.inserted or r.restated), key=lambda r: -(r.inserted + r.restated)
     )

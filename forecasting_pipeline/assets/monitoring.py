@@ -16,6 +16,7 @@ from dagster import (
     TimeWindowPartitionMapping,
 )
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_rows
 from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
 from forecasting_pipeline.partitions import DATE_DIMENSION, series_date_partitions, window_bounds
 from forecasting_pipeline.resources.database import DatabaseResource
@@ -23,6 +24,7 @@ from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.storage.accuracy import score_cells
 from forecasting_pipeline.storage.catalog import series_by_window
 from forecasting_pipeline.storage.observations import Cell
+from forecasting_pipeline.storage.tables import FORECAST_ACCURACY
 
 # Forecasts made in this window (from earlier origins) or the few before it are what a window scores.
 SCORED_ORIGINS = 4
@@ -59,5 +61,6 @@ def forecast_accuracy(context: AssetExecutionContext, database: DatabaseResource
             for series_id in ids
         ]
         scored = score_cells(conn, cells, context.run_id)
+        add_cell_rows(context, conn, FORECAST_ACCURACY, by_window, "origins_scored")
     context.log.info(f"{len(cells)} cells: {scored} (cell, forecast origin) pairs scored")
     return MaterializeResult(metadata={"cells": len(cells), "origins_scored": scored})

@@ -19,11 +19,12 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_metadata
 from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.modeling.ensembles import is_ensemble
 from forecasting_pipeline.partitions import series_date_partitions
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.storage.backtests import group_metrics, series_metrics
+from forecasting_pipeline.storage.backtests import group_metrics, leaderboard_rows, series_metrics
 from forecasting_pipeline.storage.catalog import series_by_window
 from forecasting_pipeline.storage.champions import (
     SELECTION_METRICS,
@@ -249,6 +250,20 @@ def model_selection(
         context.log.warning("no backtest metrics for these cells: nothing to select")
         return MaterializeResult(metadata={"decisions": MetadataValue.json({})})
     decisions = pl.concat(decided)
+    add_cell_metadata(
+        context,
+        decisions.select(
+            pl.col("window_key").alias("window"),
+            "series_id",
+            "decision",
+            pl.col("challenger").alias("best_candidate"),
+            pl.col("challenger_score").round(4).alias(f"best_{config.metric}"),
+            pl.col("champion").alias("previous_champion"),
+            pl.col("champion_score").round(4).alias(f"previous_champion_{config.metric}"),
+        ),
+    )
+    with database.transaction() as conn:
+        board = leaderboard_rows(conn, max(by_window), config.metric)
     counts = decisions.group_by("decision").len().sort("decision")
     champions = decisions.group_by("challenger").len().sort("len", descending=True)
     return MaterializeResult(
@@ -259,6 +274,11 @@ def model_selection(
             ),
             "metric": config.metric,
             "margin": config.margin,
+            "leaderboard": MetadataValue.md(
+                markdown_table(board.drop("window_key").with_columns(pl.selectors.float().round(4)))
+            )
+            if board.height
+            else "no group metrics",
         }
     )
 

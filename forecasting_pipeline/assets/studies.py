@@ -17,6 +17,7 @@ import polars as pl
 from dagster import AssetDep, AssetExecutionContext, Config, MaterializeResult, MetadataValue
 from pydantic import Field, field_validator
 
+from forecasting_pipeline.assets.cell_metadata import add_cell_rows
 from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.assets.history_slices import HistorySlice, history_slices
 from forecasting_pipeline.assets.ingest import observation_history, raw_observations
@@ -38,6 +39,7 @@ from forecasting_pipeline.storage.studies import (
     replace_granger_tests,
     strongest_peers,
 )
+from forecasting_pipeline.storage.tables import GRANGER_TESTS
 
 PEER_PREFIX = "peer:"
 
@@ -264,6 +266,8 @@ def granger_study(
             reports.append(granger_report(conn, window, series_ids))
         if sliced.unplaced:
             context.log.warning(f"window {window}: no known frequency for {sliced.unplaced[:5]}; not tested")
+    with database.transaction() as conn:
+        add_cell_rows(context, conn, GRANGER_TESTS, by_window, "tests")
     report = pl.concat(reports, how="vertical") if reports else pl.DataFrame()
     return MaterializeResult(
         metadata={

@@ -280,10 +280,11 @@ def champion_registry_versions(
 
 
 def published_summary(conn: Connection, windows: Sequence[str], series_ids: Sequence[str]) -> pl.DataFrame:
-    """`series_id, model_name, interval_method` of what the windows published for these series."""
+    """`window_key, series_id, model_name, interval_method` of what the windows published for these series."""
     frame = copy_query(
         conn,
-        f"SELECT DISTINCT series_id, model_name, interval_method FROM {SCHEMA}.{PUBLISHED_FORECASTS} "
+        "SELECT DISTINCT window_key, series_id, model_name, interval_method "
+        f"FROM {SCHEMA}.{PUBLISHED_FORECASTS} "
         "WHERE window_key = ANY(%s) AND series_id = ANY(%s)",
         (list(windows), list(series_ids)),
     )
@@ -291,7 +292,12 @@ def published_summary(conn: Connection, windows: Sequence[str], series_ids: Sequ
         frame
         if frame.width
         else pl.DataFrame(
-            schema={"series_id": pl.String, "model_name": pl.String, "interval_method": pl.String}
+            schema={
+                "window_key": pl.String,
+                "series_id": pl.String,
+                "model_name": pl.String,
+                "interval_method": pl.String,
+            }
         )
     )
 
