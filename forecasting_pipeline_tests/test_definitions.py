@@ -142,3 +142,18 @@ def test_the_gpu_pool_limit_comes_from_configuration_and_is_never_reset(instance
     assert storage.get_concurrency_info("gpu").slot_count == 3
     apply_pool_limits(instance, replace(deployment.settings, gpu_pool_limit=2))
     assert storage.get_concurrency_info("gpu").slot_count == 2
+
+
+def test_every_asset_reads_well_in_the_catalog():
+    """Stage groups, a description, an owner, kinds and a code version on every asset."""
+    graph = defs.resolve_asset_graph()
+    stages = {"ingest", "features", "studies", "training", "evaluation", "forecast", "monitoring"}
+    for key in graph.get_all_asset_keys():
+        spec = graph.get(key)
+        name = key.to_user_string()
+        assert spec.group_name in stages, name
+        assert spec.description and len(spec.description) > 40, name
+        assert spec.owners == ["team:forecasting"], name
+        assert spec.kinds, name
+        assert spec.code_version, name
+    assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == stages

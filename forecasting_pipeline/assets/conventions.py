@@ -22,6 +22,8 @@ from forecasting_pipeline.resources.transient_errors import MAX_RETRIES, backoff
 from forecasting_pipeline.storage.lineage import record_run
 
 PACKAGE = "forecasting_pipeline"
+# Who answers for the assets in the UI's catalog (a Dagster team owner; override per asset).
+ASSET_OWNER = "team:forecasting"
 PARQUET_IO_MANAGER = "parquet_io_manager"
 # Concurrency pool of steps that hold the accelerator; its limit is configuration (dagster.yaml's
 # default pool limit, or FP_GPU_POOL_LIMIT applied by the CLI), never reset by code.
@@ -197,6 +199,7 @@ def pipeline_asset(*, lazy_modules: tuple[str, ...] = (), **asset_kwargs: Any) -
             "backfill_policy": BackfillPolicy.single_run(),
             "io_manager_key": PARQUET_IO_MANAGER,
             "code_version": derive_code_version(fn, *map(_module_source, lazy_modules)),
+            "owners": [ASSET_OWNER],
         }
         return asset(**{**defaults, **asset_kwargs})(_guarded(fn))
 
