@@ -1,56 +1,17 @@
 """The one place that reads the process environment.
 
 Every other module receives configuration from here (or from Dagster resources built from it),
-so a deployment is described completely by the variables documented below.
-
-- FP_DATABASE_URL: SQLAlchemy URL of the PostgreSQL database (Dagster storage in schema
-  public, domain tables in schema `forecasting`). Unset: an embedded server under FP_HOME.
-- FP_HOME: Parquet intermediates, landing folder, embedded database, default MLflow store.
-  Default ./.forecasting
-- DAGSTER_HOME: folder holding the instance's dagster.yaml. Default FP_HOME/dagster
-- FP_DATE_CADENCE: arrival calendar of the `date` partitions: weekly (default), daily, monthly.
-- FP_PARTITION_START: pin the first `date` window; older observations belong to it. Default:
-  derived from the first data ingested and persisted in FP_HOME/calendar.json.
-- FP_PARTITION_END: with FP_PARTITION_START, an optional exclusive end of the `date` windows.
-- FP_LANDING_DIR: the folder landed files arrive in. Default FP_HOME/landing
-- FP_CALENDAR_HISTORY_WINDOWS: how many windows before the newest data's window a new
-  deployment's calendar starts with (everything older is the history slice). Default 4
-- FP_FUTURE_TOLERANCE_HOURS: how far past the current time a timestamp may lie before it is
-  refused as a future timestamp. Default 24
-- FP_DQ_MAX_FAILING_FRACTION: share of a landed batch a blocking data-quality check tolerates
-  before it stops the batch. Default 0.01
-- FP_TARGET_MIN / FP_TARGET_MAX: optional bounds of plausible target values (a quality check).
-- FP_MODEL_CATALOG: YAML file of model families and frequency groups (horizons, minimum
-  lengths). Default: the catalog shipped in forecasting_pipeline/modeling/model_catalog.yaml
-- FP_FORECAST_HORIZON: when set, every frequency group forecasts this many steps instead of the
-  catalog's per-group horizon (tests and quick runs).
-- FP_STATSFORECAST_N_JOBS: processes of the one StatsForecast call that fits a window's local
-  families. Default 1
-- FP_GPU_POOL_LIMIT: when set, the CLI sets the `gpu` pool's limit to it; unset, the limit is
-  whatever the instance has (dagster.yaml's default pool limit, or one set in the UI).
-- FP_PRECISION: Lightning precision on CUDA. Default 16-mixed (CPU always trains in 32-true)
-- MLFLOW_TRACKING_URI: MLflow tracking server or store. Default: sqlite file under FP_HOME.
-- FP_AUTOMATION: `on` starts the sensors and the weekly schedule with the daemon; `off`
-  (default) leaves them stopped until switched on in the UI.
-- FP_SENSOR_MAX_FILES: landed files the new-data sensor stages per tick; the rest wait for the
-  next tick. Default 200
-- FP_SOURCE_URL / FP_SOURCE_QUERY: a SQL source the new-data sensor snapshots into the landing
-  folder each tick (a table name or a query); the URL may hold a password. Default: none
-- FP_SCHEDULE_TIMEZONE: IANA time zone of the weekly model update. Default UTC
-- FP_SCHEDULE_CRON: when the weekly model update runs. Default `0 3 * * 1` (Monday 03:00)
-- FP_DRIFT_THRESHOLD: retrain a series when its rolling scaled error exceeds this multiple of
-  its backtest estimate. Default 1.5
-- FP_DRIFT_WINDOWS: scored windows in the rolling error. Default 2
-- FP_RETRY_BASE_SECONDS: first wait before a step that failed on a transient database or I/O
-  error is retried; each retry waits twice as long (3 retries). Default 2
-- FP_PRESET: catalog preset (fast, medium, best or one of your catalog's) whose families,
-  trials, steps and folds are the defaults of runs the UI, sensors and schedule launch.
-  Default: none (the assets' own defaults, equal to `medium`)
+so a deployment is described completely by its environment variables. `VARIABLES` lists each
+variable this module reads, with its default and meaning; `COMPOSE_VARIABLES` those only
+docker-compose reads (from `.env`). Both are the source of `docs/configuration.md`, which
+`python -m forecasting_pipeline.config_reference > docs/configuration.md` regenerates; a test
+keeps the page, this module and `.env.example` in step, so the list cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -67,6 +28,307 @@ CADENCES = ("daily", "weekly", "monthly")
 DEFAULT_CALENDAR_HISTORY_WINDOWS = 4
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable of a deployment, as documented in `docs/configuration.md`.
+
+    `default` is the text the variable takes when it is unset: `load_settings` parses exactly this
+    value, so the documented default and the real one are the same string. An empty `default`
+    means "unset has a meaning of its own", which `unset` states in words (it may also qualify a
+    non-empty default, e.g. where a relative path is resolved).
+    """
+
+    name: str
+    default: str
+    description: str
+    section: str
+    unset: str = ""
+
+
+# Sections of the configuration reference, in the order the page shows them.
+SECTIONS = (
+    "database & storage",
+    "calendar & partitions",
+    "data quality",
+    "models & training",
+    "automation",
+    "MLflow",
+    "GPU",
+)
+# Variables only docker-compose reads (interpolated into docker-compose.yml from `.env`).
+COMPOSE_SECTION = "docker-compose"
+
+# Every variable `load_settings` reads. A test parses this module and fails when a variable is
+# read but not listed here, or listed but not read.
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        DATABASE_URL_VAR,
+        "",
+        "SQLAlchemy URL of the PostgreSQL database, with the psycopg2 driver "
+        "(`postgresql+psycopg2://user:password@host:5432/db`): Dagster's run, event-log and schedule "
+        "storage in schema `public`, the domain tables in schema `forecasting`, Optuna's studies in "
+        "schema `optuna`. It may hold a password, so it reaches Dagster resources as an `EnvVar`.",
+        "database & storage",
+        unset="an embedded PostgreSQL server in `$FP_HOME/pgdata`, started by the CLI",
+    ),
+    Variable(
+        HOME_VAR,
+        ".forecasting",
+        "Folder of the deployment's local state: training panels (Parquet, under `storage/`), the "
+        "landing folder, the embedded database, the date calendar (`calendar.json`) and the default "
+        "MLflow store and artifacts.",
+        "database & storage",
+        unset="a relative path is taken from the working directory",
+    ),
+    Variable(
+        DAGSTER_HOME_VAR,
+        "",
+        "Folder of the Dagster instance and its `dagster.yaml`. The CLI writes the repository's "
+        "`dagster.yaml` there when the folder has none. A `dagster.yaml` of your own is kept when "
+        "DAGSTER_HOME is set; unset, the CLI keeps `$FP_HOME/dagster/dagster.yaml` equal to the "
+        "repository's.",
+        "database & storage",
+        unset="`$FP_HOME/dagster`",
+    ),
+    Variable(
+        "FP_LANDING_DIR",
+        "",
+        "Folder that landed files (CSV, CSV.GZ, Parquet) arrive in, e.g. a shared mount; files that "
+        "cannot be read are moved to its `rejected/` subfolder.",
+        "database & storage",
+        unset="`$FP_HOME/landing`",
+    ),
+    Variable(
+        "FP_DATE_CADENCE",
+        "weekly",
+        "Length of the `date` partitions' windows: `weekly`, `daily` or `monthly`. It is the arrival "
+        "calendar, not the series' sampling frequency. Fixed once a deployment has a calendar: another "
+        "value is refused rather than renaming every partition.",
+        "calendar & partitions",
+    ),
+    Variable(
+        "FP_PARTITION_START",
+        "",
+        "Pins the first `date` window (ISO date, `YYYY-MM-DD`); older observations belong to it (the "
+        "history slice).",
+        "calendar & partitions",
+        unset="the calendar is decided by the first data ingested and persisted in `$FP_HOME/calendar.json`",
+    ),
+    Variable(
+        "FP_PARTITION_END",
+        "",
+        "With FP_PARTITION_START, the exclusive end (ISO date) of the `date` windows.",
+        "calendar & partitions",
+        unset="no end",
+    ),
+    Variable(
+        "FP_CALENDAR_HISTORY_WINDOWS",
+        str(DEFAULT_CALENDAR_HISTORY_WINDOWS),
+        "Windows a new deployment's calendar keeps before the newest data's window; everything older is "
+        "the first window, the history slice.",
+        "calendar & partitions",
+    ),
+    Variable(
+        "FP_FUTURE_TOLERANCE_HOURS",
+        "24",
+        "How far past the current time a timestamp may lie before its row is quarantined as a future "
+        "timestamp.",
+        "data quality",
+    ),
+    Variable(
+        "FP_DQ_MAX_FAILING_FRACTION",
+        "0.01",
+        "Share of a landed batch's rows a blocking data-quality check tolerates; above it the batch is "
+        "held and the `raw_observations` run of its cells stops at the check.",
+        "data quality",
+    ),
+    Variable(
+        "FP_TARGET_MIN",
+        "",
+        "Lowest plausible target value (the `within_bounds` check).",
+        "data quality",
+        unset="no lower bound",
+    ),
+    Variable(
+        "FP_TARGET_MAX",
+        "",
+        "Highest plausible target value (the `within_bounds` check); not below FP_TARGET_MIN.",
+        "data quality",
+        unset="no upper bound",
+    ),
+    Variable(
+        "FP_MODEL_CATALOG",
+        "",
+        "YAML file of model families, frequency groups (horizons, minimum lengths) and presets.",
+        "models & training",
+        unset="the bundled `forecasting_pipeline/modeling/model_catalog.yaml`",
+    ),
+    Variable(
+        "FP_FORECAST_HORIZON",
+        "",
+        "When set, every frequency group forecasts this many steps (in each series' own frequency) "
+        "instead of the catalog's per-group horizon; for tests and quick runs.",
+        "models & training",
+        unset="the catalog's horizon of each frequency group (hourly 24, monthly 18, …)",
+    ),
+    Variable(
+        "FP_STATSFORECAST_N_JOBS",
+        "1",
+        "Processes of the one StatsForecast call that fits a window's statistical families.",
+        "models & training",
+    ),
+    Variable(
+        "FP_PRESET",
+        "",
+        "Catalog preset (`fast`, `medium`, `best` or one of your catalog's) whose families, trials, "
+        "steps, folds and ensembles size the runs launched without run config: by the sensors, the "
+        "schedule and the UI.",
+        "models & training",
+        unset="the assets' own defaults, equal to `medium`",
+    ),
+    Variable(
+        "FP_AUTOMATION",
+        "off",
+        "`on` starts the sensors and the weekly schedule with the daemon; `off` leaves them stopped "
+        "until they are switched on in the UI. Also accepts true/false and 1/0.",
+        "automation",
+    ),
+    Variable(
+        "FP_SENSOR_MAX_FILES",
+        "200",
+        "Landed files the new-data sensor stages per tick; the rest wait for the next tick.",
+        "automation",
+    ),
+    Variable(
+        "FP_SOURCE_URL",
+        "",
+        "SQLAlchemy URL of a SQL source that the new-data sensor snapshots into the landing folder each "
+        "tick, with FP_SOURCE_QUERY. It may hold a password.",
+        "automation",
+        unset="no SQL source",
+    ),
+    Variable(
+        "FP_SOURCE_QUERY",
+        "",
+        "The SQL source's table name or query; point it at a recent slice (e.g. the last two weeks), "
+        "since unchanged rows cost a read but change nothing.",
+        "automation",
+        unset="no SQL source",
+    ),
+    Variable(
+        "FP_SCHEDULE_CRON",
+        "0 3 * * 1",
+        "When the weekly model update runs (a cron expression; the default is Monday 03:00).",
+        "automation",
+    ),
+    Variable(
+        "FP_SCHEDULE_TIMEZONE",
+        "UTC",
+        "IANA time zone of FP_SCHEDULE_CRON.",
+        "automation",
+    ),
+    Variable(
+        "FP_DRIFT_THRESHOLD",
+        "1.5",
+        "The drift sensor retrains a series when its champion's rolling MASE exceeds this multiple of "
+        "the backtest estimate of the same forecasts.",
+        "automation",
+    ),
+    Variable(
+        "FP_DRIFT_WINDOWS",
+        "2",
+        "Newest scored windows in the drift sensor's rolling error.",
+        "automation",
+    ),
+    Variable(
+        "FP_RETRY_BASE_SECONDS",
+        "2",
+        "First wait before a step that failed on a transient database or I/O error is retried; each "
+        "retry waits twice as long (at most 3 retries).",
+        "automation",
+    ),
+    Variable(
+        MLFLOW_TRACKING_URI_VAR,
+        "",
+        "MLflow tracking server or store, for tracking and the model registry. It may carry credentials, "
+        "so it reaches the MLflow resource as an `EnvVar`.",
+        "MLflow",
+        unset="`sqlite:///$FP_HOME/mlflow.db`, artifacts in `$FP_HOME/mlartifacts`",
+    ),
+    Variable(
+        "FP_GPU_POOL_LIMIT",
+        "",
+        "When set, the CLI commands that start runs (`demo`, `ingest`, `forecast`, `backfill`, `ui`) "
+        "set the limit of the `gpu` concurrency pool (the steps that tune, train and backtest on the "
+        "accelerator) to it.",
+        "GPU",
+        unset="the instance's limit: `dagster.yaml`'s default pool limit (1), or one set in the UI",
+    ),
+    Variable(
+        "FP_PRECISION",
+        "16-mixed",
+        "Lightning precision when training on CUDA: `16-mixed`, `bf16-mixed` or `32-true`. The CPU always "
+        "trains in `32-true`.",
+        "GPU",
+    ),
+)
+
+# Variables docker-compose.yml interpolates from the environment or `.env`; the Python code never
+# reads them. Listed so `.env.example` and the compose files are documented from one place.
+COMPOSE_VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "POSTGRES_PASSWORD",
+        "",
+        "Password of the `forecasting` PostgreSQL role. docker-compose places it verbatim in the database "
+        "URLs, so use only letters, digits, `-`, `_`, `.` and `~`.",
+        COMPOSE_SECTION,
+        unset="required: docker-compose refuses to start without it",
+    ),
+    Variable(
+        "FP_BIND_ADDRESS",
+        "127.0.0.1",
+        "Host address the Dagster UI and the MLflow UI are published on; `0.0.0.0` exposes both, "
+        "unauthenticated, to the network.",
+        COMPOSE_SECTION,
+    ),
+    Variable("DAGSTER_WEBSERVER_PORT", "3000", "Host port of the Dagster UI.", COMPOSE_SECTION),
+    Variable("MLFLOW_PORT", "5000", "Host port of the MLflow UI and API.", COMPOSE_SECTION),
+    Variable(
+        "MLFLOW_ALLOWED_HOSTS",
+        "mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*",
+        "Host headers the MLflow server accepts (its DNS-rebinding protection); add the name you browse "
+        "to it by.",
+        COMPOSE_SECTION,
+    ),
+    Variable(
+        "FP_IMAGE_TAG",
+        "latest",
+        "Tag of the locally built images `forecasting-pipeline` and `forecasting-mlflow`.",
+        COMPOSE_SECTION,
+    ),
+    Variable(
+        "TORCH_INDEX_URL",
+        "",
+        "Build argument of the app image: a package index to install torch from before the project, "
+        "e.g. PyTorch's CPU wheel index for a much smaller CPU-only image.",
+        COMPOSE_SECTION,
+        unset="PyPI's Linux wheel, the CUDA build a GPU host wants",
+    ),
+)
+
+_DEFAULTS = {variable.name: variable.default for variable in VARIABLES}
+
+
+def _value(env: Mapping[str, str], name: str) -> str:
+    """The variable's value, or its registry default when absent (an empty value stays empty)."""
+    return env.get(name, _DEFAULTS[name])
+
+
+def _value_or_default(env: Mapping[str, str], name: str) -> str:
+    """The variable's value, or its registry default when absent or empty."""
+    return env.get(name) or _DEFAULTS[name]
 
 
 class SettingsError(ValueError):
@@ -235,10 +497,10 @@ def _parse_timezone(raw: str) -> str:
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from `environ` (the process environment by default)."""
     env = os.environ if environ is None else environ
-    home = Path(env.get(HOME_VAR) or ".forecasting").expanduser().resolve()
+    home = Path(_value_or_default(env, HOME_VAR)).expanduser().resolve()
     dagster_home = Path(env.get(DAGSTER_HOME_VAR) or home / "dagster").expanduser().resolve()
 
-    cadence = env.get("FP_DATE_CADENCE", "weekly").strip().lower()
+    cadence = _value(env, "FP_DATE_CADENCE").strip().lower()
     if cadence not in CADENCES:
         raise SettingsError(f"FP_DATE_CADENCE={cadence!r}; expected one of {', '.join(CADENCES)}")
 
@@ -269,22 +531,22 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if env.get("FP_MODEL_CATALOG")
         else None,
         statsforecast_n_jobs=_parse_positive_int(
-            "FP_STATSFORECAST_N_JOBS", env.get("FP_STATSFORECAST_N_JOBS") or "1"
+            "FP_STATSFORECAST_N_JOBS", _value_or_default(env, "FP_STATSFORECAST_N_JOBS")
         ),
         gpu_pool_limit=_parse_positive_int("FP_GPU_POOL_LIMIT", env["FP_GPU_POOL_LIMIT"])
         if env.get("FP_GPU_POOL_LIMIT")
         else None,
-        cuda_precision=_parse_precision(env.get("FP_PRECISION") or "16-mixed"),
+        cuda_precision=_parse_precision(_value_or_default(env, "FP_PRECISION")),
         mlflow_tracking_uri=env.get(MLFLOW_TRACKING_URI_VAR) or None,
         calendar_history_windows=_parse_non_negative_int(
             "FP_CALENDAR_HISTORY_WINDOWS",
-            env.get("FP_CALENDAR_HISTORY_WINDOWS", str(DEFAULT_CALENDAR_HISTORY_WINDOWS)),
+            _value(env, "FP_CALENDAR_HISTORY_WINDOWS"),
         ),
         future_tolerance_hours=_parse_non_negative_float(
-            "FP_FUTURE_TOLERANCE_HOURS", env.get("FP_FUTURE_TOLERANCE_HOURS") or "24"
+            "FP_FUTURE_TOLERANCE_HOURS", _value_or_default(env, "FP_FUTURE_TOLERANCE_HOURS")
         ),
         max_failing_fraction=_parse_fraction(
-            "FP_DQ_MAX_FAILING_FRACTION", env.get("FP_DQ_MAX_FAILING_FRACTION", "0.01")
+            "FP_DQ_MAX_FAILING_FRACTION", _value(env, "FP_DQ_MAX_FAILING_FRACTION")
         ),
         target_min=target_min,
         target_max=target_max,
@@ -292,16 +554,20 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         landing_override=Path(env["FP_LANDING_DIR"]).expanduser().resolve()
         if env.get("FP_LANDING_DIR")
         else None,
-        automation_on=_parse_switch("FP_AUTOMATION", env.get("FP_AUTOMATION", "off")),
-        sensor_max_files=_parse_positive_int("FP_SENSOR_MAX_FILES", env.get("FP_SENSOR_MAX_FILES") or "200"),
+        automation_on=_parse_switch("FP_AUTOMATION", _value(env, "FP_AUTOMATION")),
+        sensor_max_files=_parse_positive_int(
+            "FP_SENSOR_MAX_FILES", _value_or_default(env, "FP_SENSOR_MAX_FILES")
+        ),
         source_url=env.get("FP_SOURCE_URL") or None,
         source_query=env.get("FP_SOURCE_QUERY") or None,
-        schedule_timezone=_parse_timezone(env.get("FP_SCHEDULE_TIMEZONE") or "UTC"),
-        schedule_cron=env.get("FP_SCHEDULE_CRON") or "0 3 * * 1",
-        drift_threshold=_parse_positive_float("FP_DRIFT_THRESHOLD", env.get("FP_DRIFT_THRESHOLD") or "1.5"),
-        drift_windows=_parse_positive_int("FP_DRIFT_WINDOWS", env.get("FP_DRIFT_WINDOWS") or "2"),
+        schedule_timezone=_parse_timezone(_value_or_default(env, "FP_SCHEDULE_TIMEZONE")),
+        schedule_cron=_value_or_default(env, "FP_SCHEDULE_CRON"),
+        drift_threshold=_parse_positive_float(
+            "FP_DRIFT_THRESHOLD", _value_or_default(env, "FP_DRIFT_THRESHOLD")
+        ),
+        drift_windows=_parse_positive_int("FP_DRIFT_WINDOWS", _value_or_default(env, "FP_DRIFT_WINDOWS")),
         preset=env.get("FP_PRESET") or None,
         retry_base_seconds=_parse_positive_float(
-            "FP_RETRY_BASE_SECONDS", env.get("FP_RETRY_BASE_SECONDS") or "2"
+            "FP_RETRY_BASE_SECONDS", _value_or_default(env, "FP_RETRY_BASE_SECONDS")
         ),
     )
