@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 from dagster import DagsterInstance, ExecuteInProcessResult
@@ -39,8 +43,51 @@ from forecasting_pipeline.storage.staging import release_held_files
 Progress = Callable[[str], None]
 
 
+@runtime_checkable
+class Tracker(Protocol):
+    """Progress of counted work (files, runs, steps) besides plain messages.
+
+    `forecasting_pipeline.console.Progress` draws it as a bar or as plain lines; a plain message
+    callback (what tests and benchmarks pass) is adapted by `_tracker`, so callers choose how much
+    they want to see and the operations report the same events either way.
+    """
+
+    def __call__(self, message: str) -> None: ...
+    def start(self, total: int, label: str, unit: str = "") -> None: ...
+    def advance(self, n: int = 1, detail: str = "", status: str = "ok") -> None: ...
+    def finish(self, summary: str = "") -> None: ...
+
+
+class _MessagesOnly:
+    """A message callback as a Tracker: each event's detail becomes one message, nothing else."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def __call__(self, message: str) -> None:
+        self._progress(message)
+
+    def start(self, total: int, label: str, unit: str = "") -> None:
+        pass
+
+    def advance(self, n: int = 1, detail: str = "", status: str = "ok") -> None:
+        if detail:
+            self._progress(detail)
+
+    def finish(self, summary: str = "") -> None:
+        pass
+
+
+def _tracker(progress: Progress | Tracker) -> Tracker:
+    return progress if isinstance(progress, Tracker) else _MessagesOnly(progress)
+
+
 class PipelineRunError(RuntimeError):
     """A Dagster run launched by the CLI failed; the message names the run to inspect."""
+
+
+class PipelineInterruptedError(PipelineRunError):
+    """Ctrl-C reached a run: Dagster turns it into a failed step, and the command stops there."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +139,65 @@ def root_cause(error: Any) -> str:
     return _DAGSTER_ERROR_PREFIX.sub("", message)
 
 
+class _InterruptWatch:
+    """Notices Ctrl-C (or SIGTERM) while an in-process run executes.
+
+    Dagster takes SIGINT over during a run: inside a step it fails the step, between steps it
+    only sets a flag that it clears when the run ends, so a Ctrl-C would be lost and the command
+    would go on with its next run. The signal's wakeup fd receives every signal Python handles,
+    whoever's handler runs, so the command can stop after the run instead.
+    """
+
+    def __init__(self) -> None:
+        self._reader: socket.socket | None = None
+        self._writer: socket.socket | None = None
+        self._previous = -1
+
+    def __enter__(self) -> _InterruptWatch:
+        if threading.current_thread() is threading.main_thread():
+            self._reader, self._writer = socket.socketpair()
+            self._reader.setblocking(False)
+            self._writer.setblocking(False)
+            self._previous = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        return self
+
+    def seen(self) -> bool:
+        if self._reader is None:
+            return False
+        try:
+            received = self._reader.recv(256)
+        except BlockingIOError:
+            return False
+        return bool({signal.SIGINT, signal.SIGTERM} & set(received))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._reader is not None and self._writer is not None:
+            signal.set_wakeup_fd(self._previous)
+            self._reader.close()
+            self._writer.close()
+
+
+def _stop_if_interrupted(result: ExecuteInProcessResult, what: str) -> None:
+    """Raise when a step failed because the user pressed Ctrl-C.
+
+    An in-process run catches the interrupt and records it as the step's failure, so without
+    this the command would go on to its next run as if a step had merely failed.
+    """
+    if result.success:
+        return
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure and event.step_failure_data else None
+        while error is not None:
+            if error.cls_name == "DagsterExecutionInterruptedError":
+                raise PipelineInterruptedError(f"{what} interrupted in Dagster run {result.run_id}")
+            error = error.cause
+
+
 def _check(result: ExecuteInProcessResult, what: str) -> None:
     """Turn a failed run into one readable error naming the step, its error and the run."""
     if result.success:
         return
+    _stop_if_interrupted(result, what)
     failures = [
         f"{event.step_key}: {root_cause(event.step_failure_data.error)}"
         for event in result.all_events
@@ -183,14 +285,16 @@ def ingest(
     *,
     roles: ColumnRoles | None = None,
     release_held: bool = False,
-    progress: Progress = print,
+    progress: Progress | Tracker = print,
     show_steps: bool = False,
 ) -> IngestSummary:
     """Stage what landed, then run `raw_observations` only for cells with new or changed data.
 
     A file is read once; an unchanged file does nothing; an unreadable one is set aside. Cells
     run as few partition-range rectangles; each window whose history changed gets a new version.
+    `progress` counts the files, then the runs as they finish.
     """
+    tracker = _tracker(progress)
     started = time.perf_counter()
     settings = deployment.settings
     database = DatabaseResource(url=deployment.database_url)
@@ -199,28 +303,45 @@ def ingest(
     with database.transaction() as conn:
         if release_held:
             released = release_held_files(conn)
-            progress(f"released {len(released)} held files after their failed quality checks")
+            tracker(f"released {len(released)} held files after their failed quality checks")
         batch = stage_landed_files(
             conn, files, roles=roles or ColumnRoles(), settings=settings, calendar=calendar
         )
     move_rejected(batch)
-    for outcome in batch.files:
-        progress(f"{outcome.path.name}: {outcome.status}: {outcome.message}")
+    _report_files(tracker, batch.files)
     if not batch.calendar.same_windows(calendar) or (
         not calendar.persisted and batch.calendar.end != calendar.end
     ):
         batch.calendar = save_calendar(settings, batch.calendar)
-        progress(_describe_calendar(batch.calendar))
+        tracker(_describe_calendar(batch.calendar))
     if batch.cells.height == 0:
-        progress("nothing new to ingest: no new or changed observations")
+        tracker("nothing new to ingest: no new or changed observations")
         from forecasting_pipeline import partitions
 
         run_ids: list[str] = []
         versioned, latest = _version_pending_history(
-            instance, database, partitions.date_partitions.get_partition_keys(), run_ids
+            instance, database, partitions.date_partitions.get_partition_keys(), run_ids, tracker
         )
         return IngestSummary(batch, run_ids, versioned, latest, time.perf_counter() - started)
-    return _run_cells(instance, deployment, batch, database, started, progress, show_steps)
+    return _run_cells(instance, deployment, batch, database, started, tracker, show_steps)
+
+
+# How each file outcome shows: held and rejected files stay on screen (and in colour).
+FILE_STATUS_LEVELS = {"staged": "ok", "unchanged": "ok", "held": "warn", "rejected": "fail"}
+
+
+def _report_files(tracker: Tracker, files: Sequence[FileOutcome]) -> None:
+    """One event per landed file, after staging (which reads them all in one transaction)."""
+    if not files:
+        return
+    tracker.start(len(files), "staging landed files", "files")
+    for outcome in files:
+        tracker.advance(
+            1,
+            f"{outcome.path.name}: {outcome.status}: {outcome.message}",
+            FILE_STATUS_LEVELS.get(outcome.status, "ok"),
+        )
+    tracker.finish()
 
 
 def _runs(count: int) -> str:
@@ -247,7 +368,7 @@ def _run_cells(
     batch: StagedBatch,
     database: DatabaseResource,
     started: float,
-    progress: Progress,
+    tracker: Tracker,
     show_steps: bool,
 ) -> IngestSummary:
     from forecasting_pipeline import partitions
@@ -263,39 +384,58 @@ def _run_cells(
     new_keys = sorted(set(batch.cells["partition_key"].to_list()) - existing)
     if new_keys:
         instance.add_dynamic_partitions(SERIES_DIMENSION, new_keys)
-        progress(f"added {len(new_keys)} series partitions")
+        tracker(f"added {len(new_keys)} series partitions")
     order = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
     windows = partitions.date_partitions.get_partition_keys()
     rectangles = plan_rectangles(batch.cells, order, windows)
     waiting = batch.cells.filter(~pl.col("window_key").is_in(windows)).height
-    progress(
+    tracker(
         f"{batch.cells.height - waiting} changed series × window cells in {_runs(len(rectangles))}"
         + (f"; {waiting} cells wait for their window to open" if waiting else "")
     )
     run_ids: list[str] = []
     failure: PipelineRunError | None = None
-    for rectangle in rectangles:
-        result = launch.ingest_rectangle(
-            instance,
-            rectangle.first_window,
-            rectangle.last_window,
-            rectangle.series_keys,
-            show_steps=show_steps,
-        )
-        run_ids.append(result.run_id)
-        try:
-            _check(result, "ingestion")
-        except PipelineRunError as exc:
-            failure = failure or exc
+    tracker.start(len(rectangles), "ingestion runs", "runs")
+    try:
+        for rectangle in rectangles:
+            result = _execute(
+                instance,
+                "ingestion",
+                partial(
+                    launch.ingest_rectangle,
+                    instance,
+                    rectangle.first_window,
+                    rectangle.last_window,
+                    rectangle.series_keys,
+                    show_steps=show_steps,
+                ),
+            )
+            run_ids.append(result.run_id)
+            try:
+                _check(result, "ingestion")
+            except PipelineRunError as exc:
+                failure = failure or exc
+            tracker.advance(
+                1,
+                f"windows {rectangle.first_window}..{rectangle.last_window} × "
+                f"{len(rectangle.series_keys)} series" + ("" if result.success else " FAILED"),
+                "ok" if result.success else "fail",
+            )
+    finally:
+        tracker.finish()
     # Accepted cells (even beside a rectangle stopped by a failed check) version their windows.
-    versioned, latest = _version_pending_history(instance, database, windows, run_ids)
+    versioned, latest = _version_pending_history(instance, database, windows, run_ids, tracker)
     if failure is not None:
         raise failure
     return IngestSummary(batch, run_ids, versioned, latest, time.perf_counter() - started)
 
 
 def _version_pending_history(
-    instance: DagsterInstance, database: DatabaseResource, windows: list[str], run_ids: list[str]
+    instance: DagsterInstance,
+    database: DatabaseResource,
+    windows: list[str],
+    run_ids: list[str],
+    tracker: Tracker,
 ) -> tuple[list[str], str | None]:
     """Version every window from the earliest one with accepted changes to the latest.
 
@@ -310,10 +450,19 @@ def _version_pending_history(
     if pending_from is None or latest is None:
         return [], latest
     versioned = [w for w in windows if pending_from <= w <= latest]
-    for window in versioned:
-        result = launch.version_history(instance, window)
-        _check(result, f"history version of window {window}")
-        run_ids.append(result.run_id)
+    tracker.start(len(versioned), "history versions", "windows")
+    try:
+        for window in versioned:
+            result = _execute(
+                instance,
+                f"history version of window {window}",
+                partial(launch.version_history, instance, window),
+            )
+            _check(result, f"history version of window {window}")
+            run_ids.append(result.run_id)
+            tracker.advance(1, f"window {window}")
+    finally:
+        tracker.finish()
     with database.transaction() as conn:
         clear_pending_history(conn, latest)
     return versioned, latest
@@ -334,6 +483,130 @@ def _backtest_like_training(
     return merged or None
 
 
+class _StepFollower:
+    """Counts the steps of the next run this process executes, on a tracker, as they finish.
+
+    `execute_in_process` calls nobody back while its run works, so a thread reads the run's
+    step events from the instance once a second (each step counts once: a set of finished
+    keys), and the finished run's own events settle the count, so a run shorter than a poll is
+    counted too. The run is found as the one new run tagged with this process's launcher tags.
+    """
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, instance: DagsterInstance, tracker: Tracker, label: str) -> None:
+        from dagster import DagsterEventType, RunsFilter
+
+        from forecasting_pipeline.automation.recovery import launcher_tags
+
+        self._instance = instance
+        self._tracker = tracker
+        self._label = label
+        self._filter = RunsFilter(tags=launcher_tags())
+        self._kinds = {
+            DagsterEventType.STEP_SUCCESS,
+            DagsterEventType.STEP_FAILURE,
+            DagsterEventType.STEP_SKIPPED,
+        }
+        self._earlier = set(instance.get_run_ids(self._filter))
+        self._run_id: str | None = None
+        self._cursor: str | None = None
+        self._finished: set[str] = set()
+        self._failed: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="step-progress", daemon=True)
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> _StepFollower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc_info[0] is not None:
+            self._tracker.finish("stopped")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            try:
+                self._read_events()
+            except Exception:  # noqa: S112 - a progress display must never stop the run it shows
+                continue
+
+    def _begin(self, run_id: str) -> None:
+        """Start the count at the run's planned steps (from its execution plan snapshot)."""
+        run = self._instance.get_run_by_id(run_id)
+        plan_id = run.execution_plan_snapshot_id if run else None
+        steps = self._instance.get_execution_plan_snapshot(plan_id).step_keys_to_execute if plan_id else []
+        with self._lock:
+            if self._run_id is None:
+                self._run_id = run_id
+                self._tracker.start(len(steps), self._label, "steps")
+
+    def _read_events(self) -> None:
+        if self._run_id is None:
+            new = [r for r in self._instance.get_run_ids(self._filter, limit=5) if r not in self._earlier]
+            if not new:
+                return
+            self._begin(new[0])
+        assert self._run_id is not None
+        connection = self._instance.get_records_for_run(self._run_id, self._cursor, of_type=self._kinds)
+        self._cursor = connection.cursor
+        for record in connection.records:
+            event = record.event_log_entry.dagster_event
+            if event is not None and event.step_key:
+                self._step_finished(event.step_key, event.is_step_success, event.is_step_failure)
+
+    def _step_finished(self, step_key: str, succeeded: bool, failed: bool) -> None:
+        with self._lock:
+            if step_key in self._finished:
+                return
+            self._finished.add(step_key)
+            if failed:
+                self._failed.append(step_key)
+            detail = step_key if succeeded else f"{step_key} {'FAILED' if failed else 'skipped'}"
+            self._tracker.advance(1, detail, "ok" if succeeded else "fail" if failed else "warn")
+
+    def settle(self, result: ExecuteInProcessResult) -> None:
+        """Count what the poller missed from the run's own events, then close the count."""
+        self._stop.set()
+        self._thread.join()
+        if self._run_id is None:
+            self._begin(result.run_id)
+        for event in result.all_events:
+            if event.step_key and (event.is_step_success or event.is_step_failure or event.is_step_skipped):
+                self._step_finished(event.step_key, event.is_step_success, event.is_step_failure)
+        seconds = time.perf_counter() - self._started
+        failed = f"; failed: {', '.join(self._failed)}" if self._failed else ""
+        self._tracker.finish(
+            f"run {result.run_id[:8]} {'succeeded' if result.success else 'failed'} in {seconds:.1f}s{failed}"
+        )
+
+
+def _execute(
+    instance: DagsterInstance,
+    what: str,
+    run: Callable[[], ExecuteInProcessResult],
+    progress: Progress | Tracker | None = None,
+) -> ExecuteInProcessResult:
+    """Every in-process run of the CLI goes through here: `run()`, its steps counted on
+    `progress` as they finish (no thread without one), and a Ctrl-C during it stops the command
+    (PipelineInterruptedError) instead of being lost or read as a failed step."""
+    with _InterruptWatch() as interrupts:
+        if progress is None:
+            result = run()
+        else:
+            with _StepFollower(instance, _tracker(progress), what) as follower:
+                result = run()
+                follower.settle(result)
+        if interrupts.seen():
+            raise PipelineInterruptedError(f"{what}: interrupted (Dagster run {result.run_id})")
+    _stop_if_interrupted(result, what)
+    return result
+
+
 STUDY_ASSETS = ("feature_table", "correlation_study", "granger_study", "training_panel", "feature_effects")
 
 
@@ -349,6 +622,7 @@ def forecast(
     selection_config: Mapping[str, Any] | None = None,
     study_configs: Mapping[str, Mapping[str, Any]] | None = None,
     show_steps: bool = False,
+    progress: Progress | Tracker | None = None,
 ) -> ForecastSummary:
     """Study the drivers, tune and train the window's families, backtest, select champions,
     publish, and measure which features explain the champions' errors.
@@ -359,7 +633,8 @@ def forecast(
     neural ones, so they forecast even when neural training failed. Every failure is raised at
     the end. The configs override fields of `GlobalModelConfig`, `SearchConfig`,
     `LocalModelConfig`, `BacktestConfig` and `SelectionConfig`; `study_configs` maps an asset of
-    STUDY_ASSETS to its config (`training_panel` takes the driver rule).
+    STUDY_ASSETS to its config (`training_panel` takes the driver rule). With `progress`, each
+    run's steps are counted on it as they finish.
     """
     from forecasting_pipeline.automation import launch
 
@@ -368,49 +643,74 @@ def forecast(
     if unknown:
         raise ValueError(f"study configs for unknown assets {unknown}; known: {', '.join(STUDY_ASSETS)}")
     started = time.perf_counter()
-    correlated = launch.study_correlations(
+    correlated = _execute(
         instance,
-        window,
-        run_config=_op_config(correlation_study=studies.get("correlation_study")),
-        show_steps=show_steps,
-    )
-    studied = launch.study_series(
-        instance,
-        window,
-        series_keys,
-        run_config=_op_config(
-            feature_table=studies.get("feature_table"), granger_study=studies.get("granger_study")
+        f"correlation study of window {window}",
+        lambda: launch.study_correlations(
+            instance,
+            window,
+            run_config=_op_config(correlation_study=studies.get("correlation_study")),
+            show_steps=show_steps,
         ),
-        show_steps=show_steps,
+        progress,
     )
-    trained = launch.train_window(
+    studied = _execute(
         instance,
-        window,
-        run_config=_op_config(
-            training_panel=studies.get("training_panel"),
-            global_models=global_model_config,
-            hyperparameter_search=search_config,
-            local_models=local_model_config,
+        f"features and Granger study of window {window}",
+        lambda: launch.study_series(
+            instance,
+            window,
+            series_keys,
+            run_config=_op_config(
+                feature_table=studies.get("feature_table"), granger_study=studies.get("granger_study")
+            ),
+            show_steps=show_steps,
         ),
-        show_steps=show_steps,
+        progress,
+    )
+    trained = _execute(
+        instance,
+        f"tuning and training for window {window}",
+        lambda: launch.train_window(
+            instance,
+            window,
+            run_config=_op_config(
+                training_panel=studies.get("training_panel"),
+                global_models=global_model_config,
+                hyperparameter_search=search_config,
+                local_models=local_model_config,
+            ),
+            show_steps=show_steps,
+        ),
+        progress,
     )
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    forecasted = launch.forecast_window(
+    forecasted = _execute(
         instance,
-        window,
-        series_keys,
-        run_config=_op_config(
-            backtest_folds=_backtest_like_training(global_model_config, backtest_config),
-            model_selection=selection_config,
+        f"backtests, selection and publication for window {window}",
+        lambda: launch.forecast_window(
+            instance,
+            window,
+            series_keys,
+            run_config=_op_config(
+                backtest_folds=_backtest_like_training(global_model_config, backtest_config),
+                model_selection=selection_config,
+            ),
+            show_steps=show_steps,
         ),
-        show_steps=show_steps,
+        progress,
     )
-    explained = launch.measure_feature_effects(
+    explained = _execute(
         instance,
-        window,
-        run_config=_op_config(feature_effects=studies.get("feature_effects")),
-        show_steps=show_steps,
+        f"feature effects of window {window}",
+        lambda: launch.measure_feature_effects(
+            instance,
+            window,
+            run_config=_op_config(feature_effects=studies.get("feature_effects")),
+            show_steps=show_steps,
+        ),
+        progress,
     )
     _check(correlated, f"correlation study of window {window}")
     _check(studied, f"features and Granger study of window {window}")
@@ -537,12 +837,13 @@ def backfill(
     assets: Sequence[str] | None = None,
     *,
     submit: bool = False,
-    progress: Progress = print,
+    progress: Progress | Tracker = print,
 ) -> BackfillSummary:
     """Recompute `assets` for every series over windows first..last, as few runs as possible.
 
     `submit` hands the same selection to the daemon as an asset backfill (what the UI's
-    "Materialize" over a range submits); otherwise it runs here, one partition-range run per job.
+    "Materialize" over a range submits); otherwise it runs here, one partition-range run per job,
+    counted on `progress` as each finishes.
     """
     import uuid
 
@@ -550,6 +851,7 @@ def backfill(
     from forecasting_pipeline.automation.backfills import backfill_plan, submit_backfill, window_range_subset
     from forecasting_pipeline.storage.automation import AutomationRequest
 
+    tracker = _tracker(progress)
     chosen = list(assets or BACKFILL_DEFAULT_ASSETS)
     keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
     if submit:
@@ -558,14 +860,29 @@ def backfill(
         submit_backfill(
             instance, request, window_range_subset(chosen, first_window, last_window, keys), "cli"
         )
-        progress(
+        tracker(
             f"submitted asset backfill {request.request_id}; the daemon runs it (see Overview → Backfills)"
         )
         return BackfillSummary([], request.request_id)
+    plan = list(backfill_plan(chosen, first_window, last_window, keys))
     runs = []
-    for job_name, selected, start, end in backfill_plan(chosen, first_window, last_window, keys):
-        progress(f"{job_name}: {', '.join(selected)} over {start}..{end}")
-        result = launch.run_partition_range(job_name, instance, start, end, assets=selected)
-        _check(result, f"backfill run of {job_name}")
-        runs.append((job_name, start, end, result.run_id))
+    tracker.start(len(plan), f"backfill {first_window}..{last_window}", "runs")
+    try:
+        for job_name, selected, start, end in plan:
+            tracker(f"{job_name}: {', '.join(selected)} over {start}..{end}")
+            result = _execute(
+                instance,
+                f"backfill run of {job_name}",
+                partial(launch.run_partition_range, job_name, instance, start, end, assets=selected),
+            )
+            tracker.advance(
+                1,
+                f"{job_name} {start}..{end}: run {result.run_id[:8]} "
+                + ("succeeded" if result.success else "FAILED"),
+                "ok" if result.success else "fail",
+            )
+            _check(result, f"backfill run of {job_name}")
+            runs.append((job_name, start, end, result.run_id))
+    finally:
+        tracker.finish()
     return BackfillSummary(runs, None)
