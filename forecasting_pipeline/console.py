@@ -79,8 +79,8 @@ class CliError(click.ClickException):
 class RunFailedError(CliError):
     exit_code = int(ExitCode.RUN_FAILED)
     default_hint = (
-        "open the run named above in `forecasting-pipeline ui` (Runs) for the step's logs; "
-        "fix the cause and run the command again: finished partitions are not redone"
+        "open the run named above in `forecasting-pipeline ui` (Runs) for the failed step's logs, "
+        "fix the cause and run the command again"
     )
 
 
@@ -109,8 +109,8 @@ class DatabaseUnreachableError(CliError):
 class InterruptError(CliError):
     exit_code = int(ExitCode.INTERRUPTED)
     default_hint = (
-        "finished partitions are kept; run the same command again to do the rest "
-        "(a run left STARTED is marked failed on the next start)"
+        "what finished is kept; run the same command again when you are ready (a run left STARTED "
+        "is marked failed when the next command starts)"
     )
 
 
