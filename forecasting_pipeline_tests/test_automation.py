@@ -40,6 +40,7 @@ from forecasting_pipeline_tests.automation_story import (
     land_new_weeks_and_series,
 )
 from forecasting_pipeline_tests.conftest import query_frame, scalar, series_keys
+from forecasting_pipeline_tests.dagster_processes import BACKFILL_MUTATION
 
 
 def _sensor_context(instance, deployment, name: str):
@@ -379,17 +380,6 @@ def test_the_sql_source_is_watched_too_and_an_unchanged_result_does_nothing(
         os.environ.pop("FP_SOURCE_URL")
         os.environ.pop("FP_SOURCE_QUERY")
     assert scalar(db_engine, "SELECT count(*) FROM forecasting.observations WHERE series_id = 'SQL-1'") == 168
-
-
-BACKFILL_MUTATION = """
-mutation($assets: [AssetKeyInput!]!, $partitions: [String!]!) {
-  launchPartitionBackfill(backfillParams: {assetSelection: $assets, partitionNames: $partitions}) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on PythonError { message }
-  }
-}
-"""
 
 
 @pytest.mark.slow  # starts a gRPC code server, as the webserver does: the slow step

@@ -8,10 +8,7 @@ backfill daemon runs it, level by level, until the new series has published fore
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.definitions import defs
 from forecasting_pipeline.modeling.catalog import BUNDLED_CATALOG
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.settings import REPO_ROOT
+from forecasting_pipeline_tests import dagster_processes
 from forecasting_pipeline_tests.automation_story import (
     NEW_SERIES,
     land_first_weeks,
@@ -73,32 +70,11 @@ def daemon(deployment, instance, db_engine, tmp_path_factory):
         "MLFLOW_LOGGING_LEVEL": "WARNING",
     }
     log = (folder / "daemon.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(Path(os.sys.executable).parent / "dagster-daemon"),
-            "run",
-            "-w",
-            str(REPO_ROOT / "workspace.yaml"),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process = dagster_processes.start(
+        [str(dagster_processes.BIN / "dagster-daemon"), "run", "-w", dagster_processes.WORKSPACE], env, log
     )
     yield process, folder / "daemon.log"
-    # The daemon's code server and run workers live in sessions of their own: end them all.
-    import psutil
-
-    family = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    for pid in family[1:]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).kill()
+    dagster_processes.stop(process)
     log.close()
     os.environ.pop("FP_LANDING_DIR", None)
 

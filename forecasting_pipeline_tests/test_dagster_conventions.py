@@ -7,14 +7,11 @@ so they must find the deployment themselves: the embedded PostgreSQL, started on
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +20,7 @@ import pytest
 
 from forecasting_pipeline.settings import REPO_ROOT
 from forecasting_pipeline.storage.embedded import embedded_server_running, stop_embedded_server
-
-BIN = Path(sys.executable).parent
+from forecasting_pipeline_tests.dagster_processes import BIN, free_port, graphql, wait_for_assets
 
 
 def _clean_env(home: Path | None = None) -> dict[str, str]:
@@ -39,38 +35,6 @@ def _scratch_home() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="fp-dev-"))
     folder.chmod(0o755)
     return folder
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
-
-
-def _wait_for_assets(port: int, process: subprocess.Popen, timeout: float = 180) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the Dagster services exited early"
-        try:
-            nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
-            if nodes:
-                return sorted("/".join(node["assetKey"]["path"]) for node in nodes)
-        except OSError:
-            pass
-        time.sleep(2)
-    raise AssertionError("the webserver never served the asset graph")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -95,7 +59,7 @@ def test_dg_check_defs_passes_in_the_repository_root():
 
 @pytest.mark.slow
 def test_dagster_dev_serves_the_project_on_the_embedded_deployment(scratch_home: Path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-p", str(port)],
         cwd=REPO_ROOT,
@@ -105,11 +69,11 @@ def test_dagster_dev_serves_the_project_on_the_embedded_deployment(scratch_home:
         process_group=0,
     )
     try:
-        assets = _wait_for_assets(port, process)
+        assets = wait_for_assets(port, process)
         assert {"raw_observations", "predictions", "global_models", "forecast_accuracy"} <= set(assets)
         # The instance is the deployment's PostgreSQL, started under FP_HOME with the domain schema.
         assert embedded_server_running(scratch_home / "pgdata")
-        runs = _graphql(port, "{ runsOrError { __typename } }")["runsOrError"]["__typename"]
+        runs = graphql(port, "{ runsOrError { __typename } }")["runsOrError"]["__typename"]
         assert runs == "Runs"
     finally:
         os.killpg(process.pid, signal.SIGINT)
@@ -118,7 +82,7 @@ def test_dagster_dev_serves_the_project_on_the_embedded_deployment(scratch_home:
 
 @pytest.mark.slow
 def test_stopping_the_ui_leaves_no_process_behind(scratch_home: Path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(BIN / "forecasting-pipeline"), "ui", "--port", str(port)],
         cwd=REPO_ROOT,
@@ -126,7 +90,7 @@ def test_stopping_the_ui_leaves_no_process_behind(scratch_home: Path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_for_assets(port, process)
+    wait_for_assets(port, process)
     descendants = psutil.Process(process.pid).children(recursive=True)
     server_pid = int((scratch_home / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
     assert len(descendants) >= 3  # dagster dev, webserver, daemon (and code servers)
