@@ -1096,13 +1096,15 @@ def report(output: Path, window: str | None, max_series: int) -> None:
         DatabaseResource(url=deployment.database_url).engine, window=window, max_series=max_series
     )
     if written.window is None:
-        raise click.ClickException(
-            "no forecasts yet: run `forecasting-pipeline demo` or materialize predictions first"
+        raise CliError(
+            "no forecasts yet",
+            hint="run `forecasting-pipeline demo`, or `forecasting-pipeline forecast`, then report again",
         )
     if not written.has_forecasts:
-        raise click.ClickException(
-            f"window {written.window} has no forecasts; the newest window with forecasts is "
-            f"{written.newest_forecast_window} (leave out --window to report on it)"
+        raise CliError(
+            f"window {written.window} has no forecasts",
+            hint=f"the newest window with forecasts is {written.newest_forecast_window}: "
+            "leave out --window to report on it",
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(written.html, encoding="utf-8")

@@ -108,6 +108,7 @@ def test_malformed_input_fails_with_a_message_that_says_what_to_do(content, mess
     source = home / "bad.csv"
     source.write_text(content)
     result = _cli(_user_env(home, fresh_database()), "forecast", "--input", str(source), "--preset", "fast")
-    assert result.returncode == 1, result.stdout[-2000:]
-    assert "Error:" in result.stderr and message in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 4, result.stdout[-2000:]  # input data rejected
+    assert "error:" in result.stderr and message in result.stderr, result.stderr[-2000:]
+    assert "hint:" in result.stderr
     assert "Traceback" not in result.stderr

@@ -321,10 +321,9 @@ def test_max_series_caps_the_fan_charts_and_a_window_without_forecasts_is_refuse
     refused = CliRunner().invoke(
         main, ["report", "--output", str(tmp_path / "none.html"), "--window", "2016-10-02"], env=env
     )
-    assert refused.exit_code != 0 and not (tmp_path / "none.html").exists()
-    assert (
-        f"window 2016-10-02 has no forecasts; the newest window with forecasts is {WINDOW}" in refused.output
-    )
+    assert refused.exit_code == 1 and not (tmp_path / "none.html").exists()
+    assert "error: window 2016-10-02 has no forecasts" in refused.output
+    assert f"hint: the newest window with forecasts is {WINDOW}" in refused.output
 
 
 def test_an_empty_deployment_gets_a_report_that_says_so_and_the_cli_says_what_to_do(fresh_database, tmp_path):
@@ -332,7 +331,8 @@ def test_an_empty_deployment_gets_a_report_that_says_so_and_the_cli_says_what_to
     result = CliRunner().invoke(
         main, ["report", "--output", str(tmp_path / "r.html")], env={"FP_DATABASE_URL": url}
     )
-    assert result.exit_code != 0 and "no forecasts yet: run `forecasting-pipeline demo`" in result.output
+    assert result.exit_code == 1 and "error: no forecasts yet" in result.output
+    assert "hint: run `forecasting-pipeline demo`" in result.output
     assert not (tmp_path / "r.html").exists()
     from forecasting_pipeline.resources.database import engine_for
 
