@@ -32,43 +32,41 @@ def deployment_database_url() -> str:
     return prepare_deployment().database_url
 
 
-class DeploymentPostgresStorage(DagsterPostgresStorage):
+class _ConfiguredByEnvironment:
+    """A Dagster configurable class whose `dagster.yaml` block is empty: settings decide it."""
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]) -> Any:
+        return cls(inst_data=inst_data, **cls.from_settings())
+
+    @classmethod
+    def from_settings(cls) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class DeploymentPostgresStorage(_ConfiguredByEnvironment, DagsterPostgresStorage):
     """Dagster's PostgreSQL storage on the deployment's database, configured by the environment alone."""
 
     @classmethod
-    def config_type(cls) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> DeploymentPostgresStorage:
-        return cls(postgres_url=deployment_database_url(), inst_data=inst_data)
+    def from_settings(cls) -> dict[str, Any]:
+        return {"postgres_url": deployment_database_url()}
 
 
-class DeploymentComputeLogManager(LocalComputeLogManager):
+class DeploymentComputeLogManager(_ConfiguredByEnvironment, LocalComputeLogManager):
     """Step logs under the CLI's Dagster home (DAGSTER_HOME/storage), whoever launched the run."""
 
     @classmethod
-    def config_type(cls) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> DeploymentComputeLogManager:
-        return cls(base_dir=str(load_settings().dagster_home / "storage"), inst_data=inst_data)
+    def from_settings(cls) -> dict[str, Any]:
+        return {"base_dir": str(load_settings().dagster_home / "storage")}
 
 
-class DeploymentArtifactStorage(LocalArtifactStorage):
+class DeploymentArtifactStorage(_ConfiguredByEnvironment, LocalArtifactStorage):
     """Local artifacts under the CLI's Dagster home, not a `dagster dev` temporary folder."""
 
     @classmethod
-    def config_type(cls) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> DeploymentArtifactStorage:
-        return cls(base_dir=str(load_settings().dagster_home), inst_data=inst_data)
+    def from_settings(cls) -> dict[str, Any]:
+        return {"base_dir": str(load_settings().dagster_home)}

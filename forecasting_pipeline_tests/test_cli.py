@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 
 from sqlalchemy import create_engine, text
 
 from forecasting_pipeline.modeling.catalog import load_catalog
+from forecasting_pipeline_tests.cli_runs import run_cli as _cli
+from forecasting_pipeline_tests.cli_runs import user_env as _user_env
 from forecasting_pipeline_tests.conftest import _scratch_dir
 
 FAMILIES = sorted(f.name for f in (*load_catalog().neural(), *load_catalog().local()))
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "forecasting_pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _demo(env: dict[str, str]) -> subprocess.CompletedProcess:
     return _cli(env, "demo", "--max-steps", "5", "--trials", "1")
-
-
-def _user_env(home, url: str) -> dict[str, str]:
-    """A user's environment: no pinned calendar, so the deployment's calendar comes from its data."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "FP_PARTITION_START")}
-    env.update(FP_HOME=str(home), FP_DATABASE_URL=url)
-    return env
 
 
 def test_demo_forecasts_every_series_and_a_second_run_adds_no_rows(fresh_database):

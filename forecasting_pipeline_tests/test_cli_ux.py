@@ -22,31 +22,12 @@ from click.testing import CliRunner
 from forecasting_pipeline import operations
 from forecasting_pipeline.cli import main
 from forecasting_pipeline.console import EXIT_CODE_MEANINGS, ExitCode, Progress
+from forecasting_pipeline_tests.cli_runs import run_cli as _cli
+from forecasting_pipeline_tests.cli_runs import user_env as _env
 from forecasting_pipeline_tests.conftest import _scratch_dir
 
 ANSI = re.compile(r"\x1b\[")
 UNREACHABLE_URL = "postgresql+psycopg2://x@127.0.0.1:1/x"
-
-
-def _env(home: Path, url: str, **extra: str) -> dict[str, str]:
-    """A user's environment: no pinned calendar, no colour hints from the test runner."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DAGSTER_HOME", "FP_PARTITION_START", "NO_COLOR", "FORCE_COLOR")
-    }
-    env.update(FP_HOME=str(home), FP_DATABASE_URL=url, COLUMNS="120", **extra)
-    return env
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "forecasting_pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _in_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:

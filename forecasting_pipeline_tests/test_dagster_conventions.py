@@ -20,7 +20,7 @@ import pytest
 
 from forecasting_pipeline.settings import REPO_ROOT
 from forecasting_pipeline.storage.embedded import embedded_server_running, stop_embedded_server
-from forecasting_pipeline_tests.dagster_processes import BIN, free_port, graphql, wait_for_assets
+from forecasting_pipeline_tests.dagster_processes import BIN, free_port, graphql, start, wait_for_assets
 
 
 def _clean_env(home: Path | None = None) -> dict[str, str]:
@@ -60,14 +60,7 @@ def test_dg_check_defs_passes_in_the_repository_root():
 @pytest.mark.slow
 def test_dagster_dev_serves_the_project_on_the_embedded_deployment(scratch_home: Path):
     port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-p", str(port)],
-        cwd=REPO_ROOT,
-        env=_clean_env(scratch_home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        process_group=0,
-    )
+    process = start([str(BIN / "dagster"), "dev", "-p", str(port)], _clean_env(scratch_home))
     try:
         assets = wait_for_assets(port, process)
         assert {"raw_observations", "predictions", "global_models", "forecast_accuracy"} <= set(assets)
@@ -83,13 +76,7 @@ def test_dagster_dev_serves_the_project_on_the_embedded_deployment(scratch_home:
 @pytest.mark.slow
 def test_stopping_the_ui_leaves_no_process_behind(scratch_home: Path):
     port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "forecasting-pipeline"), "ui", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=_clean_env(scratch_home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start([str(BIN / "forecasting-pipeline"), "ui", "--port", str(port)], _clean_env(scratch_home))
     wait_for_assets(port, process)
     descendants = psutil.Process(process.pid).children(recursive=True)
     server_pid = int((scratch_home / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecasting_pipeline_tests.cli_runs import run_cli as _cli
+from forecasting_pipeline_tests.cli_runs import user_env as _user_env
 from forecasting_pipeline_tests.conftest import _scratch_dir
-from forecasting_pipeline_tests.test_cli import _cli, _user_env
 
 # (alias, points, horizon of its frequency group in the catalog)
 FREQUENCIES = {

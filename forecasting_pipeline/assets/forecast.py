@@ -38,7 +38,7 @@ class PredictionsConfig(Config):
         default=20,
         ge=0,
         description="Series per run whose partition page gets a fan chart (history, forecast, "
-        "intervals, actuals); about 30 ms each. Series of a larger run beyond this show counts only.",
+        "intervals, actuals); about 0.1 s each. Series of a larger run beyond this show counts only.",
     )
 
 
