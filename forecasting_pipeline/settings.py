@@ -71,7 +71,8 @@ VARIABLES: tuple[Variable, ...] = (
         "storage in schema `public`, the domain tables in schema `forecasting`, Optuna's studies in "
         "schema `optuna`. It may hold a password, so it reaches Dagster resources as an `EnvVar`.",
         "database & storage",
-        unset="an embedded PostgreSQL server in `$FP_HOME/pgdata`, started by the CLI",
+        unset="an embedded PostgreSQL server in `$FP_HOME/pgdata`, started by the CLI, or by "
+        "`dagster dev` / `dg dev` through `dagster.yaml`",
     ),
     Variable(
         HOME_VAR,
