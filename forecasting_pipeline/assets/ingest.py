@@ -157,6 +157,7 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
     restated = sum(r.restated for r in accepted)
     context.log.info(f"{len(cells)} partitions: {inserted} new observations, {restated} restated")
     # Each cell's page shows its own counts (add_cell_rows); these are the run's totals.
+    derived = [(key, series_id) for key, series_id in sorted(ids.items()) if key != series_id][:100]
     changed = sorted(
         (r for r in accepted if r.inserted or r.restated), key=lambda r: -(r.inserted + r.restated)
     )
@@ -168,10 +169,9 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
             "rows_restated": restated,
             "cells_changed": len(changed),
             # Derived partition keys next to the ids users know (plain ids are their own key).
-            "series_ids": _markdown_table(
-                ("partition key", "series id"),
-                [(key, series_id) for key, series_id in sorted(ids.items()) if key != series_id][:100],
-            ),
+            "series_ids": _markdown_table(("partition key", "series id"), derived)
+            if derived
+            else "every series id is its own partition key",
             "largest_changes": _markdown_table(
                 ("series", "window", "inserted", "restated"),
                 [(r.series_id, r.window_key, r.inserted, r.restated) for r in changed[:20]],
