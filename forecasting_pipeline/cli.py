@@ -105,6 +105,7 @@ def main() -> None:
       forecasting-pipeline forecast --input sales.csv --output forecasts.csv
       forecasting-pipeline leaderboard           # every candidate ranked on the backtests
       forecasting-pipeline ui                    # the Dagster UI on the same instance
+      forecasting-pipeline report --output report.html   # everything in one HTML file
     """
     _quiet_libraries()
 
