@@ -117,6 +117,11 @@ def page(browser, services):
     context.close()
 
 
+def _metadata_row(page, key: str):
+    """The metadata table's row of entry `key` (its first cell is exactly the key)."""
+    return page.locator(f'xpath=//tr[td[1][normalize-space(.)="{key}"]]').first
+
+
 def test_the_asset_graph_shows_every_stage_and_the_catalog_every_asset(page, screenshots):
     page.goto("/asset-groups")  # the global lineage: one box per stage
     for stage in STAGES:
@@ -144,7 +149,7 @@ def test_a_partition_page_shows_that_cells_own_counts(page, screenshots, db_engi
     )
     page.goto(f"/assets/raw_observations?view=partitions&partition={WINDOW}%7CFR")
     page.get_by_text("Materialized", exact=False).first.wait_for()
-    row = page.locator("tr", has_text="observations").first
+    row = _metadata_row(page, "observations")
     row.wait_for()
     page.screenshot(path=str(screenshots / "raw-observations-partitions.png"), full_page=True)
     assert str(observations) in row.inner_text()
@@ -160,9 +165,10 @@ def test_a_predictions_materialization_renders_its_fan_chart(page, screenshots, 
         w=WINDOW,
     )
     page.goto(f"/assets/predictions?view=partitions&partition={WINDOW}%7CFR")
-    page.locator("tr", has_text="champion").first.wait_for()
-    assert champion in page.locator("tr", has_text="champion").first.inner_text()
-    page.locator("tr", has_text="fan_chart").get_by_text("Show Markdown").click()
+    champion_row = _metadata_row(page, "champion")
+    champion_row.wait_for()
+    assert champion in champion_row.inner_text()
+    _metadata_row(page, "fan_chart").get_by_text("Show Markdown").click()
     chart = page.get_by_role("dialog").locator("img").first
     chart.wait_for()
     width, height, loaded = chart.evaluate("img => [img.naturalWidth, img.naturalHeight, img.complete]")
