@@ -8,6 +8,7 @@ so they must find the deployment themselves: the embedded PostgreSQL, started on
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -42,13 +43,15 @@ def scratch_home() -> Iterator[Path]:
     home = _scratch_home()
     yield home
     stop_embedded_server(home / "pgdata")
+    shutil.rmtree(home, ignore_errors=True)
 
 
-def test_dg_check_defs_passes_in_the_repository_root():
+def test_dg_check_defs_passes_in_the_repository_root(scratch_home: Path):
+    # dg loads ./dagster.yaml, whose storage starts the embedded server: in a scratch FP_HOME.
     result = subprocess.run(
         [str(BIN / "dg"), "check", "defs"],
         cwd=REPO_ROOT,
-        env={**_clean_env(), "VIRTUAL_ENV": str(BIN.parent)},
+        env={**_clean_env(scratch_home), "VIRTUAL_ENV": str(BIN.parent)},
         capture_output=True,
         text=True,
         timeout=300,
