@@ -11,7 +11,7 @@ every text from the data is escaped.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -225,7 +225,7 @@ def _leaderboard(page: _Page, conn: Connection, window: str) -> None:
         page.add(
             _table(
                 ["rank", "candidate", *metrics],
-                ranked.iter_rows(),
+                ranked,
                 css_class="leaderboard",
                 data={"group": str(group)},
             )
@@ -257,21 +257,21 @@ def _champions(page: _Page, conn: Connection, window: str) -> None:
                 "intervals",
                 "forecast origin",
             ],
-            (
-                (
-                    r["series_id"],
-                    r["champion"],
-                    r["since_window"],
-                    r["event"],
-                    r["decision"],
-                    r["metric"],
-                    r["challenger"],
-                    r["challenger_score"],
-                    r["champion_score"],
-                    r["interval_method"],
-                    r["cutoff"],
-                )
-                for r in champions.rows
+            _records(
+                champions.rows,
+                [
+                    "series_id",
+                    "champion",
+                    "since_window",
+                    "event",
+                    "decision",
+                    "metric",
+                    "challenger",
+                    "challenger_score",
+                    "champion_score",
+                    "interval_method",
+                    "cutoff",
+                ],
             ),
             css_class="champions",
         ),
@@ -399,7 +399,7 @@ def _drivers(page: _Page, conn: Connection, window: str) -> None:
         "Source: <code>forecasting.driver_selection</code>.</p>",
         _table(
             ["group", "driver", "models", "series passing", "series tested", "median lag", "why"],
-            rows.iter_rows(),
+            rows,
             css_class="drivers",
         ),
     )
@@ -422,7 +422,7 @@ def _granger(page: _Page, conn: Connection, window: str, max_series: int) -> Non
             ["group", "cause kind", "cause", "direction", *counts, "median lag", "not testable"],
             summary.select(
                 "group", "cause_kind", "cause", "direction", *counts, "median lag", "not testable"
-            ).iter_rows(),
+            ),
             css_class="granger-summary",
         ),
     )
@@ -432,19 +432,24 @@ def _granger(page: _Page, conn: Connection, window: str, max_series: int) -> Non
         f"<p>Every test of the first {shown} series: adjusted p below {ADJUSTED_P_THRESHOLD} passes.</p>",
         _table(
             ["series", "cause", "kind", "direction", "lag", "p", "adjusted p", "passes", "not testable"],
-            (
-                (
-                    r["series_id"],
-                    r["cause"],
-                    r["cause_kind"],
-                    r["direction"],
-                    r["lag"],
-                    r["p_value"],
-                    r["adjusted_p"],
-                    r["adjusted_p"] is not None and r["adjusted_p"] < ADJUSTED_P_THRESHOLD,
-                    r["reason"],
-                )
-                for r in tests
+            _records(
+                tests,
+                ["series_id", "cause", "cause_kind", "direction", "lag", "p_value", "adjusted_p", "reason"],
+            )
+            .with_columns(
+                (pl.col("adjusted_p") < ADJUSTED_P_THRESHOLD).fill_null(False).alias("passes"),
+                pl.col("p_value", "adjusted_p").cast(pl.Float64),
+            )
+            .select(
+                "series_id",
+                "cause",
+                "cause_kind",
+                "direction",
+                "lag",
+                "p_value",
+                "adjusted_p",
+                "passes",
+                "reason",
             ),
             css_class="granger",
         ),
@@ -484,7 +489,7 @@ def _feature_effects(page: _Page, conn: Connection, window: str) -> None:
                 "relative",
                 "baseline_error",
                 "model_error",
-            ).iter_rows(),
+            ),
             css_class="feature-effects",
         ),
     )
@@ -515,20 +520,20 @@ def _quality(page: _Page, conn: Connection) -> None:
                     "staged",
                     "why",
                 ],
-                (
-                    (
-                        f["file_name"],
-                        f["status"],
-                        f["rows_read"],
-                        f["rows_accepted"],
-                        f["rows_quarantined"],
-                        f["series_count"],
-                        f["first_ts"],
-                        f["last_ts"],
-                        f["staged_at"],
-                        f["reason"],
-                    )
-                    for f in quality.newest_files
+                _records(
+                    quality.newest_files,
+                    [
+                        "file_name",
+                        "status",
+                        "rows_read",
+                        "rows_accepted",
+                        "rows_quarantined",
+                        "series_count",
+                        "first_ts",
+                        "last_ts",
+                        "staged_at",
+                        "reason",
+                    ],
                 ),
                 css_class="files",
             ),
@@ -540,7 +545,7 @@ def _quality(page: _Page, conn: Connection) -> None:
             "<code>forecasting.quarantine</code>.</p>",
             _table(
                 ["reason", "rows", "files", "newest"],
-                ((q["reason"], q["rows"], q["files"], q["newest"]) for q in quality.quarantine_by_reason),
+                _records(quality.quarantine_by_reason, ["reason", "rows", "files", "newest"]),
                 css_class="quarantine",
             ),
         )
@@ -553,18 +558,18 @@ def _quality(page: _Page, conn: Connection) -> None:
             "<code>raw_observations</code>). Source: <code>forecasting.data_quality_results</code>.</p>",
             _table(
                 ["check", "expectation", "blocking", "passed", "evaluated", "unexpected", "checked", "what"],
-                (
-                    (
-                        c["check_name"],
-                        c["expectation"],
-                        c["blocking"],
-                        c["success"],
-                        c["evaluated"],
-                        c["unexpected"],
-                        c["checked_at"],
-                        c["description"],
-                    )
-                    for c in quality.latest_checks
+                _records(
+                    quality.latest_checks,
+                    [
+                        "check_name",
+                        "expectation",
+                        "blocking",
+                        "success",
+                        "evaluated",
+                        "unexpected",
+                        "checked_at",
+                        "description",
+                    ],
                 ),
                 css_class="checks",
             ),
@@ -576,24 +581,92 @@ def _quality(page: _Page, conn: Connection) -> None:
 
 def _table(
     headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
+    frame: pl.DataFrame,
     *,
     css_class: str = "",
     data: dict[str, str] | None = None,
 ) -> str:
-    """An HTML table of already bounded rows; every cell escaped, numbers right-aligned."""
+    """An HTML table of an already bounded frame (its columns in `headers`' order), every cell
+    formatted as `_text` would and escaped by polars, column by column; numbers right-aligned."""
     attributes = "".join(f' data-{name}="{_e(value)}"' for name, value in (data or {}).items())
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_td(value) for value in row) + "</tr>" for row in rows)
+    body = ""
+    if frame.height:
+        cells = [_cell(frame[name]) for name in frame.columns]
+        body = frame.select(pl.concat_str([pl.lit("<tr>"), *cells, pl.lit("</tr>")]).str.join("")).item()
     return (
         f'<table class="{_e(css_class)}"{attributes}><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table>"
     )
 
 
-def _td(value: Any) -> str:
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return f'<td class="n">{_e(_text(value))}</td>' if numeric else f"<td>{_e(_text(value))}</td>"
+def _records(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
+    """Bounded result rows (dicts) as a frame of `columns`, for `_table`."""
+    if not rows:
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+    return pl.DataFrame(list(rows), infer_schema_length=None).select(columns)
+
+
+def _cell(column: pl.Series) -> pl.Expr:
+    """`<td>` of each value of `column`, formatted like `_text` and HTML-escaped."""
+    dtype = column.dtype
+    value = pl.col(column.name)
+    numeric = dtype.is_numeric()
+    if dtype == pl.Boolean:
+        text = pl.when(value.is_null()).then(None).when(value).then(pl.lit("yes")).otherwise(pl.lit("no"))
+    elif dtype.is_integer():
+        text = _thousands(value.cast(pl.Int64).cast(pl.String))
+    elif numeric:
+        text = _decimal_text(value.cast(pl.Float64))
+    elif isinstance(dtype, pl.Datetime):
+        text = value.dt.strftime("%Y-%m-%d %H:%M")
+    elif dtype == pl.Date:
+        text = value.dt.strftime("%Y-%m-%d")
+    else:
+        text = value.cast(pl.String)
+    escaped = (
+        text.fill_null("–")
+        .str.replace_all("&", "&amp;", literal=True)
+        .str.replace_all("<", "&lt;", literal=True)
+        .str.replace_all(">", "&gt;", literal=True)
+        .str.replace_all('"', "&quot;", literal=True)
+        .str.replace_all("'", "&#x27;", literal=True)
+    )
+    return pl.concat_str([pl.lit('<td class="n">' if numeric else "<td>"), escaped, pl.lit("</td>")])
+
+
+def _thousands(digits: pl.Expr) -> pl.Expr:
+    """`1234567` -> `1,234,567` (what `f"{n:,}"` writes), grouped on the reversed digits."""
+    grouped = digits.str.reverse().str.replace_all(r"(\d{3})", "${1},").str.reverse()
+    return grouped.str.strip_chars_start(",").str.replace(r"^-,", "-")
+
+
+def _fixed(value: pl.Expr, decimals: int) -> pl.Expr:
+    """`value` with exactly `decimals` decimals, as `f"{x:.{decimals}f}"` writes it."""
+    scaled = (value.abs() * 10**decimals).round(0).cast(pl.Int64)
+    whole = (scaled // 10**decimals).cast(pl.String)
+    fraction = (scaled % 10**decimals).cast(pl.String).str.zfill(decimals)
+    sign = pl.when((value < 0) & (scaled > 0)).then(pl.lit("-")).otherwise(pl.lit(""))
+    return pl.concat_str([sign, whole, pl.lit("."), fraction])
+
+
+def _decimal_text(value: pl.Expr) -> pl.Expr:
+    """Three decimals, or `1.23e-04` below 0.001 where p-values live; NaN and null as a dash."""
+    exponent = value.abs().log10().floor()
+    mantissa = value / pl.lit(10.0).pow(exponent)
+    carried = mantissa.abs().round(2) >= 10  # 9.996e-4 is written 1.00e-03
+    mantissa = pl.when(carried).then(mantissa / 10).otherwise(mantissa)
+    exponent = pl.when(carried).then(exponent + 1).otherwise(exponent).cast(pl.Int64)
+    scientific = pl.concat_str(
+        [
+            _fixed(mantissa, 2),
+            pl.lit("e"),
+            pl.when(exponent < 0).then(pl.lit("-")).otherwise(pl.lit("+")),
+            exponent.abs().cast(pl.String).str.zfill(2),
+        ]
+    )
+    small = (value != 0) & (value.abs() < 0.001)
+    return pl.when(value.is_nan()).then(None).when(small).then(scientific).otherwise(_fixed(value, 3))
 
 
 def _text(value: Any) -> str:
