@@ -8,7 +8,6 @@ the first is the cost of the metadata. Also times the fan chart the `predictions
 Writes benchmarks/results/cell_metadata_cost.json.
 """
 
-
 import json
 import os
 import time

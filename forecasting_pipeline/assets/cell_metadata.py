@@ -61,7 +61,10 @@ def cell_metadata(
 
 
 def attach_cell_metadata(context: AssetExecutionContext, by_key: dict[str, dict[str, Any]]) -> None:
-    """Give each partition key of the run its own metadata, in one merge (see the module doc)."""
+    """Give each partition key of the run its own metadata, in one merge (see the module doc).
+
+    `by_key` holds only the run's keys: `cell_metadata` builds it from them.
+    """
     step = getattr(context, "_step_execution_context", None)
     accumulator = getattr(step, "_metadata_accumulator", None)
     try:
@@ -75,10 +78,6 @@ def attach_cell_metadata(context: AssetExecutionContext, by_key: dict[str, dict[
         for key, metadata in by_key.items():
             context.add_asset_metadata(metadata, partition_key=key)
         return
-    targeted = {str(key) for key in context.partition_keys}
-    stray = sorted(set(by_key) - targeted)
-    if stray:
-        raise ValueError(f"metadata for partition keys this run does not materialize: {stray[:5]}")
     merged = dict(accumulator.per_output_metadata)
     for key, metadata in by_key.items():
         handle = AssetMetadataHandle(asset_key=context.asset_key, partition_key=key)
