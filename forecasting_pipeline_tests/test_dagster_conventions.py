@@ -90,4 +90,17 @@ def test_stopping_the_ui_leaves_no_process_behind(scratch_home: Path):
     time.sleep(1)
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], [p.cmdline() for p in alive]
-    assert not psutil.pid_exists(server_pid), "the embedded PostgreSQL this command started is still up"
+    assert _ends(server_pid), "the embedded PostgreSQL this command started is still up"
+
+
+def _ends(pid: int, timeout: float = 30) -> bool:
+    """Whether `pid` is gone (or a zombie its reaper has not collected yet) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.5)
+    return False
