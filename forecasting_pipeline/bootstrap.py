@@ -15,6 +15,7 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from forecasting_pipeline.assets.conventions import GPU_POOL
+from forecasting_pipeline.instance import EVENT_BATCH_SIZE, EVENT_BATCH_SIZE_VAR
 from forecasting_pipeline.resources.database import engine_for
 from forecasting_pipeline.settings import (
     DAGSTER_HOME_VAR,
@@ -26,7 +27,6 @@ from forecasting_pipeline.settings import (
 from forecasting_pipeline.storage.embedded import start_embedded_server, with_psycopg2_driver
 from forecasting_pipeline.storage.migrations import apply_migrations
 
-EVENT_BATCH_SIZE_VAR = "DAGSTER_EVENT_BATCH_SIZE"
 INSTANCE_CONFIG = REPO_ROOT / "dagster.yaml"
 
 
@@ -59,7 +59,7 @@ def prepare_deployment(settings: Settings | None = None) -> Deployment:
     os.environ[DAGSTER_HOME_VAR] = str(dagster_home)
     # Dagster writes a materialization event per partition key; batching those writes halves
     # the bookkeeping of a run over thousands of series × window cells (see FACTS.md).
-    os.environ.setdefault(EVENT_BATCH_SIZE_VAR, "1000")
+    os.environ.setdefault(EVENT_BATCH_SIZE_VAR, EVENT_BATCH_SIZE)
 
     applied = apply_migrations(engine_for(url), settings.sql_dir)
     return Deployment(settings, url, dagster_home, embedded, applied)
