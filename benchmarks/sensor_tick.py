@@ -2,7 +2,7 @@
 
 Lands one file per series (one week of hourly data each, 10,000 files, 1.68 M rows), then
 evaluates the sensor as the daemon does (`build_sensor_context` on the PostgreSQL instance) and
-measures: the ticks that stage the backlog (each stops after its 20 s budget); the ingest run the
+measures: the ticks that stage the backlog (each stops after its 6 s staging budget); the ingest run the
 last of them requests, executed in-process; a steady tick over the 10,000 settled files and
 series (nothing new: the case every 30 s); the cascade sensor's tick that claims the 10,000
 changed cells and submits their backfill; and a tick after 10 files were replaced by
@@ -22,7 +22,7 @@ SERIES = 10_000
 HOURS = 168
 WEEK_END = datetime(2024, 6, 2)
 WEEK_START = datetime(2024, 5, 26)  # a Sunday
-MAX_FILES_PER_TICK = 1_000  # the tick's 20 s budget ends it sooner
+MAX_FILES_PER_TICK = 1_000  # the tick's 6 s staging budget ends it sooner
 STEADY_TICKS = 5
 
 

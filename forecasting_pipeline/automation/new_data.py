@@ -76,10 +76,11 @@ def snapshot_sql_source(settings: Settings) -> Path | None:
 
 
 # Files staged together are checked together (one batch); a tick stages batches until its time
-# budget is spent, committing each, so a slow folder makes progress without outliving the
-# daemon's sensor timeout (60 s by default) and losing the tick.
+# budget is spent, committing each, so a slow folder makes progress over several ticks. The
+# budget keeps a tick (one more batch and the run planning included) under 10 s, well inside
+# the daemon's 60 s sensor timeout, so other sensors and the UI's tick history stay responsive.
 FILES_PER_BATCH = 50
-TICK_BUDGET_SECONDS = 20.0
+TICK_BUDGET_SECONDS = 6.0
 
 
 @dataclass
