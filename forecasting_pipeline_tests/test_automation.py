@@ -194,7 +194,10 @@ def test_cascade_asks_once_for_exactly_what_depends_on_the_changed_cells(
     assert by_asset["feature_table"] == cells == by_asset["granger_study"] == by_asset["forecast_accuracy"]
     newest = max(w for w, _ in queued)
     assert by_asset["training_panel"] == {newest} == by_asset["global_models"]
-    assert by_asset["predictions"] == {f"{newest}|{key}" for key in series_keys(instance)}
+    # Forecasts are republished for the series whose observations changed (here: all of them).
+    changed_series = {s for _, s in queued}
+    assert changed_series == set(series_keys(instance))
+    assert by_asset["predictions"] == {f"{newest}|{key}" for key in changed_series} == by_asset["backtest_folds"]
     assert by_asset["correlation_study"] == {w for w, _ in queued}
     assert "raw_observations" not in by_asset
     # Submitted once: the next tick finds the queue empty and the request handed over.
@@ -248,7 +251,13 @@ def test_overlapping_steps_of_one_asset_and_window_take_turns(first_weeks, deplo
     same.join(timeout=30)
     assert order == ["other window", "first", "same window"]
     with db_engine.connect() as conn:
-        held = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar_one()
+        # This module's database only: other databases on the server may hold locks of their own.
+        held = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalar_one()
     assert held == 0
 
 

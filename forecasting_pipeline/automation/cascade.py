@@ -7,11 +7,14 @@ queue and asks for one asset backfill over exactly what depends on those cells:
 * the history versions of every window from the earliest changed one to the newest window;
 * features, Granger tests and accuracy scores of the changed cells, correlations of their windows;
 * tuning and training of the newest window (global models learn from every series, so they are
-  per window), then backtests, champion selection and forecasts of every series in it, and the
-  feature effects of that window.
+  per window), then backtests, champion selection and forecasts in it of the series whose
+  observations changed, and the feature effects of that window.
 
-Cells nobody changed are not in it; the backfill's runs follow the partition definitions (one
-run per window and level), not the number of keys.
+Cells nobody changed are not in it. The other series keep their published forecasts: their data
+did not move, and the weekly model update republishes every series of the window it retrains.
+So a late week for 1% of the series costs one window's training plus 1% of the publication,
+not a republication of every series (`benchmarks/incremental_cycle.py`). The backfill's runs
+follow the partition definitions (one run per window and level), not the number of keys.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from forecasting_pipeline.automation.backfills import (
 from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.partitions import date_partitions, window_key_for
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.storage.automation import (
     AutomationRequest,
     add_request,
@@ -52,7 +54,7 @@ def _newest_window(conn: Connection) -> str | None:
     return window_key_for(newest) if newest is not None else None
 
 
-def cascade_subset(cells: pl.DataFrame, newest_window: str, all_series_keys: list[str]):
+def cascade_subset(cells: pl.DataFrame, newest_window: str):
     """The partitions downstream of changed `cells` (series_id, partition_key, window_key)."""
     windows = date_partitions.get_partition_keys()
     changed_windows = sorted(set(cells["window_key"].to_list()) & set(windows))
@@ -60,12 +62,13 @@ def cascade_subset(cells: pl.DataFrame, newest_window: str, all_series_keys: lis
         return graph_subset()
     history = [w for w in windows if changed_windows[0] <= w <= newest_window]
     changed = cells.filter(pl.col("window_key").is_in(windows))
+    changed_series = changed["partition_key"].unique().sort().to_list()
     return graph_subset(
         window_subset(["observation_history"], history),
         cell_subset(["feature_table", "granger_study", "forecast_accuracy"], changed),
         window_subset(["correlation_study"], changed_windows),
         window_subset([*WINDOW_ASSETS_TRAINING, "feature_effects"], [newest_window]),
-        cell_subset(CELL_ASSETS_PUBLISHING, every_series(all_series_keys, [newest_window])),
+        cell_subset(CELL_ASSETS_PUBLISHING, every_series(changed_series, [newest_window])),
     )
 
 
@@ -94,12 +97,11 @@ def evaluate_cascade(context: SensorEvaluationContext, database: DatabaseResourc
                 windows=[newest],
                 series_ids=sorted(set(cells["series_id"].to_list())),
             )
-    all_keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
 
     def build(request: AutomationRequest):
         with database.transaction() as read:
             claimed = claimed_cells(read, request.request_id)
-        return cascade_subset(claimed, request.windows[0], all_keys)
+        return cascade_subset(claimed, request.windows[0])
 
     with database.transaction() as conn:
         submitted = submit_open_requests(instance, conn, CASCADE, SENSOR_NAME, build)
@@ -113,7 +115,7 @@ def evaluate_cascade(context: SensorEvaluationContext, database: DatabaseResourc
     minimum_interval_seconds=30,
     default_status=SENSOR_STATUS,
     description="When observations change, one asset backfill refreshes the changed cells' features, "
-    "studies and accuracy, retrains the newest window and republishes its forecasts.",
+    "studies and accuracy, retrains the newest window and republishes the changed series' forecasts.",
 )
 def retraining_cascade_sensor(context: SensorEvaluationContext, database: DatabaseResource) -> SkipReason:
     return evaluate_cascade(context, database)
