@@ -197,7 +197,8 @@ def test_cascade_asks_once_for_exactly_what_depends_on_the_changed_cells(
     # Forecasts are republished for the series whose observations changed (here: all of them).
     changed_series = {s for _, s in queued}
     assert changed_series == set(series_keys(instance))
-    assert by_asset["predictions"] == {f"{newest}|{key}" for key in changed_series} == by_asset["backtest_folds"]
+    published = {f"{newest}|{key}" for key in changed_series}
+    assert by_asset["predictions"] == published == by_asset["backtest_folds"]
     assert by_asset["correlation_study"] == {w for w, _ in queued}
     assert "raw_observations" not in by_asset
     # Submitted once: the next tick finds the queue empty and the request handed over.
