@@ -125,30 +125,47 @@ def split_run(engine, run_id: str) -> dict[str, Any]:
 
 
 def run_cycle(instance, deployment, window: str, keys: list[str], stage: Callable) -> dict[str, list[str]]:
-    """The weekly cycle's runs, by stage, exactly as `forecasting-pipeline ingest` / `forecast` run them."""
+    """The weekly cycle's runs, by stage: `forecasting-pipeline ingest`, then the runs of
+    `operations.forecast` (same launchers, same order) one stage at a time, then accuracy."""
     from forecasting_pipeline import operations
     from forecasting_pipeline.automation import launch
     from forecasting_pipeline.automation.jobs import accuracy_job
     from forecasting_pipeline.partitions import series_date_range
 
+    start, end = series_date_range(window, keys)
+    stages = {
+        "ingestion": lambda: operations.ingest(instance, deployment, progress=lambda _: None).run_ids,
+        "correlations": lambda: [launch.study_correlations(instance, window).run_id],
+        "features and granger": lambda: [launch.study_series(instance, window, keys).run_id],
+        "training": lambda: [
+            launch.train_window(
+                instance,
+                window,
+                run_config={
+                    "ops": {
+                        "global_models": {"config": GLOBAL},
+                        "hyperparameter_search": {"config": SEARCH},
+                        "local_models": {"config": LOCAL},
+                    }
+                },
+            ).run_id
+        ],
+        "backtests, selection, publication": lambda: [
+            launch.forecast_window(
+                instance, window, keys, run_config={"ops": {"backtest_folds": {"config": BACKTEST}}}
+            ).run_id
+        ],
+        "feature effects": lambda: [launch.measure_feature_effects(instance, window).run_id],
+        "accuracy": lambda: [launch.run_partition_range(accuracy_job.name, instance, start, end).run_id],
+    }
     runs: dict[str, list[str]] = {}
-    with stage("ingestion"):
-        runs["ingestion"] = operations.ingest(instance, deployment, progress=lambda _: None).run_ids
-    before = {run.run_id for run in instance.get_runs()}
-    with stage("studies, training, backtests, publication"):
-        operations.forecast(
-            instance,
-            window,
-            keys,
-            global_model_config=GLOBAL,
-            search_config=SEARCH,
-            local_model_config=LOCAL,
-            backtest_config=BACKTEST,
-        )
-    runs["forecast"] = [run.run_id for run in instance.get_runs() if run.run_id not in before]
-    with stage("accuracy"):
-        start, end = series_date_range(window, keys)
-        runs["accuracy"] = [launch.run_partition_range(accuracy_job.name, instance, start, end).run_id]
+    for name, run in stages.items():
+        with stage(name):
+            runs[name] = run()
+    failed = [
+        run_id for ids in runs.values() for run_id in ids if not instance.get_run_by_id(run_id).is_success
+    ]
+    assert not failed, f"runs failed: {failed}"
     return runs
 
 

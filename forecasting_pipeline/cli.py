@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -22,7 +23,7 @@ from forecasting_pipeline.console import (
     pipeline_failure,
     style_expr,
 )
-from forecasting_pipeline.settings import SettingsError, load_settings
+from forecasting_pipeline.settings import INGEST_ROOTS_VAR, Settings, SettingsError, load_settings
 
 
 def _echo_step(step: int, total: int, message: str) -> None:
@@ -436,7 +437,9 @@ def ingest(
 
     Files already in the landing folder (FP_LANDING_DIR) are staged too; an unchanged file does
     nothing. Bad rows are quarantined (forecasting.quarantine), unreadable files set aside.
-    Exit status 4 when files were refused, rejected or held and nothing was accepted.
+    PATHS must lie in FP_INGEST_ROOTS (default: the working directory and FP_HOME) once links
+    are resolved; otherwise nothing is landed. Exit status 4 when files were refused, rejected
+    or held and nothing was accepted.
     """
     from forecasting_pipeline import operations
     from forecasting_pipeline.ingestion.validation import ColumnRoles
@@ -445,7 +448,7 @@ def ingest(
         raise click.UsageError("--sql and --query go together")
     deployment = _deployment()
     landing = deployment.settings.landing_dir
-    refused = operations.land_paths(paths, landing)
+    refused = _land(paths, deployment.settings)
     for outcome in refused:
         click.secho(f"{outcome.path}: not landed: {outcome.message}", fg="red")
     if sql_url is not None:
@@ -491,6 +494,23 @@ def ingest(
         f"latest window {summary.latest_window}"
     )
     _require_something_accepted(summary, refused)
+
+
+def _land(paths: Sequence[Path], settings: Settings) -> list:
+    """Land `paths`, or refuse them all (exit 4) when one lies outside the allowed roots."""
+    from forecasting_pipeline import operations
+    from forecasting_pipeline.ingestion.roots import PathOutsideRootsError
+
+    try:
+        return operations.land_paths(paths, settings.landing_dir, settings.allowed_ingest_roots)
+    except PathOutsideRootsError as exc:
+        raise InputRejectedError(str(exc), _OUTSIDE_ROOTS_HINT) from exc
+
+
+_OUTSIDE_ROOTS_HINT = (
+    "copy the file into the working directory or the landing folder, or add its folder to "
+    f"{INGEST_ROOTS_VAR} (folders separated by '{os.pathsep}'); nothing was ingested"
+)
 
 
 def _ingest_counts(summary, not_landed: int = 0) -> str:
@@ -608,10 +628,16 @@ def forecast(
     database = DatabaseResource(url=deployment.database_url)
     series_ids = None
     if input_path is not None:
+        from forecasting_pipeline.ingestion.roots import PathOutsideRootsError, refuse_outside
+
+        try:  # before the file is first read, to list its series
+            refuse_outside([input_path], deployment.settings.allowed_ingest_roots)
+        except PathOutsideRootsError as exc:
+            raise InputRejectedError(str(exc), _OUTSIDE_ROOTS_HINT) from exc
         series_ids = _input_series(
             input_path, {"id": id_column, "time": time_column, "target": target_column}
         )
-        for outcome in operations.land_paths([input_path], deployment.settings.landing_dir):
+        for outcome in _land([input_path], deployment.settings):
             raise InputRejectedError(f"{outcome.path}: {outcome.message}")
         roles = ColumnRoles(series_id=id_column, timestamp=time_column, target=target_column)
         try:
@@ -689,7 +715,8 @@ def _input_series(path: Path, roles: dict[str, str]) -> list[str]:
         frame = pl.read_parquet(path, columns=[id_column])
     else:
         frame = pl.read_csv(path, columns=[id_column], infer_schema=False)
-    ids = frame[id_column].drop_nulls().cast(pl.String).unique().sort().to_list()
+    # Stripped as validation strips them: " North " is stored as "North", and --output must find it.
+    ids = frame[id_column].drop_nulls().cast(pl.String).str.strip_chars().unique().sort().to_list()
     if not ids:
         raise InputRejectedError(f"{path.name}: no rows with a series id in column {id_column!r}")
     return ids

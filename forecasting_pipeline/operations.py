@@ -26,6 +26,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 from forecasting_pipeline.bootstrap import Deployment
 from forecasting_pipeline.calendar import DateCalendar, load_calendar, save_calendar
 from forecasting_pipeline.ingestion.reader import discover_files
+from forecasting_pipeline.ingestion.roots import real_path, refuse_outside
 from forecasting_pipeline.ingestion.staging import (
     FileOutcome,
     StagedBatch,
@@ -224,13 +225,21 @@ def latest_window(database: DatabaseResource) -> str:
     return window
 
 
-def land_paths(paths: Sequence[Path], landing_dir: Path) -> list[FileOutcome]:
-    """Copy files (and the files of folders) into the landing folder; refuse unknown types."""
+def land_paths(paths: Sequence[Path], landing_dir: Path, roots: Sequence[Path]) -> list[FileOutcome]:
+    """Copy files (and the files of folders) into the landing folder; refuse unknown types.
+
+    Every path, and every file found in a folder, must lie inside `roots` once its links are
+    resolved (PathOutsideRootsError otherwise): then nothing is copied at all.
+    """
+    refuse_outside(paths, roots)
     files, refused = discover_files(paths)
+    refuse_outside(files, roots)
     landing_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
-        if path.resolve().parent != landing_dir.resolve():
-            shutil.copyfile(path, landing_dir / path.name)
+        source = real_path(path)
+        if source.parent != landing_dir.resolve():
+            # The checked target, not the link: a link swapped after the check is not followed.
+            shutil.copyfile(source, landing_dir / path.name)
     return [FileOutcome(r.path, "rejected", r.rejected_reason or "unreadable") for r in refused]
 
 

@@ -17,6 +17,11 @@ import hashlib
 import polars as pl
 
 MAX_SERIES_ID_LENGTH = 200
+# Characters refused in series ids and column names (a regex for both polars and `re`): C0 and C1
+# controls (NUL, tab, newline, escape, CSI) break lines and drive terminals; line separators and
+# bidirectional overrides make shown text read differently from what is stored.
+UNSAFE_CHARACTERS = r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+UNSAFE_CHARACTERS_NAMED = "a control character (NUL, tab, newline, escape) or a bidirectional override"
 _PLAIN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 _SLUG_LENGTH = 48
 _HASH_LENGTH = 12

@@ -20,6 +20,7 @@ DATABASE_URL_VAR = "FP_DATABASE_URL"
 HOME_VAR = "FP_HOME"
 DAGSTER_HOME_VAR = "DAGSTER_HOME"
 MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
+INGEST_ROOTS_VAR = "FP_INGEST_ROOTS"
 
 CADENCES = ("daily", "weekly", "monthly")
 
@@ -100,6 +101,18 @@ VARIABLES: tuple[Variable, ...] = (
         "cannot be read are moved to its `rejected/` subfolder.",
         "database & storage",
         unset="`$FP_HOME/landing`",
+    ),
+    Variable(
+        INGEST_ROOTS_VAR,
+        "",
+        "Folders that `ingest` and `forecast --input` may read files from, and that links in the landing "
+        "folder may lead into, separated by `:` (`;` on Windows). A path is judged after its links and "
+        "`..` are resolved; one outside every root is refused (exit status 4) before anything is landed, "
+        "and a link out of the landing folder is rejected unread. The landing folder is always allowed. "
+        "The default keeps `ingest sales.csv` or `ingest data/` in your project working, while a path "
+        "elsewhere (`/etc`, another user's home, a mounted secret) has to be listed here.",
+        "database & storage",
+        unset="the working directory of the command, and `$FP_HOME`",
     ),
     Variable(
         "FP_DATE_CADENCE",
@@ -370,6 +383,8 @@ class Settings:
     drift_windows: int = 2
     preset: str | None = None
     retry_base_seconds: float = 2.0
+    # Resolved folders ingestion may read besides the landing folder (FP_INGEST_ROOTS).
+    ingest_roots: tuple[Path, ...] = ()
 
     @property
     def default_mlflow_tracking_uri(self) -> str:
@@ -390,6 +405,11 @@ class Settings:
     def landing_dir(self) -> Path:
         """Where new CSV/Parquet files arrive to be ingested (FP_LANDING_DIR, e.g. a shared mount)."""
         return self.landing_override or self.home / "landing"
+
+    @property
+    def allowed_ingest_roots(self) -> tuple[Path, ...]:
+        """Folders ingestion may read from, links resolved: FP_INGEST_ROOTS and the landing folder."""
+        return (*self.ingest_roots, self.landing_dir.resolve())
 
     @property
     def rejected_dir(self) -> Path:
@@ -495,6 +515,17 @@ def _parse_timezone(raw: str) -> str:
     return raw
 
 
+def _parse_ingest_roots(raw: str, home: Path) -> tuple[Path, ...]:
+    """FP_INGEST_ROOTS as resolved folders; unset or empty: the working directory and FP_HOME."""
+    if raw.strip():
+        return tuple(Path(part).expanduser().resolve() for part in raw.split(os.pathsep) if part.strip())
+    try:
+        working = Path.cwd().resolve()
+    except OSError:  # the working directory was deleted: only FP_HOME remains a sensible default
+        return (home,)
+    return (working, home)
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read settings from `environ` (the process environment by default)."""
     env = os.environ if environ is None else environ
@@ -571,4 +602,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         retry_base_seconds=_parse_positive_float(
             "FP_RETRY_BASE_SECONDS", _value_or_default(env, "FP_RETRY_BASE_SECONDS")
         ),
+        ingest_roots=_parse_ingest_roots(_value(env, INGEST_ROOTS_VAR), home),
     )

@@ -14,7 +14,9 @@ SUPERSEDED = "duplicate timestamp, superseded by a later row"
 EXACT_DUPLICATE = "exact duplicate of a later row"
 UNPARSEABLE = "unparseable timestamp (expected ISO 8601, e.g. 2024-01-31 or 2024-01-31T13:00:00Z)"
 MIXED_ZONES = "timestamp without a time zone in a file whose other timestamps have one"
-CONTROL_CHARACTER = "series id contains a control character (NUL, tab or newline)"
+CONTROL_CHARACTER = (
+    "series id contains a control character (NUL, tab, newline, escape) or a bidirectional override"
+)
 
 
 def _rows(records: list[tuple], columns: tuple[str, ...] = ("unique_id", "ds", "y")) -> pl.DataFrame:

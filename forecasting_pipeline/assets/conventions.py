@@ -7,6 +7,7 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,9 +217,25 @@ def note_run(context: AssetExecutionContext, conn: Connection) -> None:
     record_run(conn, context.run_id, context.job_name or "materialize", code_version(context))
 
 
+# Markdown punctuation a value (a series id, a driver's column name) could use to format, link,
+# inject HTML or end a table cell; each is backslash-escaped, which CommonMark renders as the
+# character itself, so the UI shows exactly what is stored.
+_MARKDOWN_SPECIAL = r"([\\`*_\[\]<>|~&!#$])"
+
+
+def escape_markdown(value: str) -> str:
+    return re.sub(_MARKDOWN_SPECIAL, r"\\\1", value)
+
+
 def markdown_table(frame: pl.DataFrame) -> str:
-    """A frame as a Markdown table for materialization metadata, formatted column-wise by polars."""
-    cells = [pl.col(c).cast(pl.String).fill_null("") for c in frame.columns]
+    """A frame as a Markdown table for materialization metadata, formatted column-wise by polars;
+    text is escaped, numbers are shown as they are."""
+    cells = [
+        pl.col(c).cast(pl.String).fill_null("")
+        if dtype.is_numeric()
+        else pl.col(c).cast(pl.String).str.replace_all(_MARKDOWN_SPECIAL, r"\${1}").fill_null("")
+        for c, dtype in frame.schema.items()
+    ]
     rows = frame.select(pl.concat_str([pl.lit("| "), pl.concat_str(cells, separator=" | "), pl.lit(" |")]))
-    header = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    header = ["| " + " | ".join(map(escape_markdown, frame.columns)) + " |", "|" + "---|" * frame.width]
     return "\n".join(header + rows.to_series().to_list())

@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from forecasting_pipeline.assets.cell_metadata import add_cell_rows
-from forecasting_pipeline.assets.conventions import note_run, pipeline_asset
+from forecasting_pipeline.assets.conventions import escape_markdown, note_run, pipeline_asset
 from forecasting_pipeline.checks.landed_quality import CHECK_NAMES
 from forecasting_pipeline.partitions import (
     SAME_WINDOW,
@@ -68,8 +68,8 @@ RAW_OBSERVATION_CHECKS = [
 
 
 def _markdown_table(headers: tuple[str, ...], rows: list[tuple]) -> MetadataValue:
-    """A small Markdown table for the UI; `|` inside ids is escaped so the table stays a table."""
-    escaped = [[str(value).replace("|", "\\|") for value in row] for row in rows]
+    """A small Markdown table for the UI; ids are escaped so they show as stored, in their cell."""
+    escaped = [[escape_markdown(str(value)) for value in row] for row in rows]
     lines = [headers, ["---"] * len(headers), *escaped]
     return MetadataValue.md("\n".join("| " + " | ".join(line) + " |" for line in lines))
 

@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from forecasting_pipeline.series_keys import MAX_SERIES_ID_LENGTH, UNSAFE_CHARACTERS, UNSAFE_CHARACTERS_NAMED
+
 SOURCE_ROW = "source_row"
 RAW_LINE = "raw_line"
 REASON = "reason"
@@ -50,6 +52,10 @@ _SIGNATURES = (
     (b"PK\x03\x04", "it is a ZIP archive (an .xlsx workbook is one); export it as UTF-8 CSV"),
     (b"PAR1", "it is a Parquet file; name it .parquet"),
 )
+_UNSAFE = re.compile(UNSAFE_CHARACTERS)
+_QUOTED = re.compile(r'"[^"]*"')
+# Column names become driver names in JSONB keys, model parameters, MLflow params and the UI.
+MAX_COLUMN_NAME_LENGTH = MAX_SERIES_ID_LENGTH
 _NON_BLANK = re.compile(rb"[^\s]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _NOT_LINE_END = re.compile(rb"[^\r\n]")
@@ -288,7 +294,9 @@ def _read_csv(data: bytes, start: int, progress: _Progress) -> pl.DataFrame:
     header_end, data_start = (line_end.start(), line_end.end()) if line_end else (len(data), len(data))
     header = data[header_start:header_end].decode("utf-8")
     if header.count('"') % 2:
-        raise _RejectedError("the header line has a double quote that is never closed")
+        raise _RejectedError(
+            "the header line has a double quote that is never closed (a column name cannot span lines)"
+        )
 
     delimiter = _sniff_delimiter(header)
     progress.delimiter = delimiter
@@ -324,12 +332,10 @@ def _split_header(header: str, delimiter: str) -> list[str]:
 
 
 def _sniff_delimiter(header: str) -> str:
-    best, most = _DELIMITERS[0], 0
-    for candidate in _DELIMITERS:
-        fields = len(_split_header(header, candidate))
-        if fields > most:
-            best, most = candidate, fields
-    return best
+    """The candidate that occurs most often outside quoted names (comma on a tie): a quoted name
+    may hold any delimiter, `"price; EUR"` in a comma file as much as `"a,b"` in a semicolon one."""
+    outside = _QUOTED.sub("", header)
+    return max(_DELIMITERS, key=outside.count)
 
 
 def _column_names(raw: list[str]) -> list[str]:
@@ -340,8 +346,17 @@ def _column_names(raw: list[str]) -> list[str]:
 
 
 def _check_names(names: list[str]) -> None:
+    """Refuse names that cannot be stored and shown as they are; say which column by position,
+    since echoing such a name would itself garble the message."""
     first_seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
+        if _UNSAFE.search(name):
+            raise _RejectedError(f"the name of column {position} contains {UNSAFE_CHARACTERS_NAMED}")
+        if len(name) > MAX_COLUMN_NAME_LENGTH:
+            raise _RejectedError(
+                f"the name of column {position} is {len(name)} characters long; "
+                f"at most {MAX_COLUMN_NAME_LENGTH} are allowed"
+            )
         if name in first_seen:
             raise _RejectedError(
                 f"column {name!r} appears twice (columns {first_seen[name]} and {position}); "
@@ -444,6 +459,15 @@ def _read_parquet(data: bytes, columns: ColumnNames) -> pl.DataFrame:
             raise _RejectedError(
                 f"Parquet column {name!r} cannot be read as text: {_one_line(str(exc))}"
             ) from None
+    for column in texts:
+        # CSV text with a NUL is refused as binary before parsing; Parquet strings may hold one,
+        # and PostgreSQL text (and JSON) cannot store it, not even in quarantine.
+        nul = column.str.contains("\x00", literal=True).arg_true()
+        if nul.len():
+            raise _RejectedError(
+                f"Parquet column {column.name!r} holds a NUL character (row {nul[0] + 1}), "
+                "which PostgreSQL text cannot store; remove it and land the file again"
+            )
     numbers = pl.int_range(1, frame.height + 1, dtype=pl.Int64, eager=True).alias(SOURCE_ROW)
     return pl.DataFrame([*texts, numbers])
 

@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 from forecasting_pipeline.calendar import DateCalendar, plan_calendar, window_keys
 from forecasting_pipeline.datasets import BUNDLED_DATASETS
 from forecasting_pipeline.ingestion.reader import ReadResult, read_landed_file
+from forecasting_pipeline.ingestion.roots import within_roots
 from forecasting_pipeline.ingestion.validation import (
     ColumnRoles,
     ValidatedRows,
@@ -34,7 +35,7 @@ from forecasting_pipeline.ingestion.validation import (
 from forecasting_pipeline.modeling.frequency import grid_flags, infer_frequencies
 from forecasting_pipeline.schemas import DS, SOURCE_ROW, UNIQUE_ID
 from forecasting_pipeline.series_keys import partition_keys
-from forecasting_pipeline.settings import Settings
+from forecasting_pipeline.settings import INGEST_ROOTS_VAR, Settings
 from forecasting_pipeline.storage.catalog import (
     DatasetRecord,
     observation_timestamps,
@@ -129,7 +130,16 @@ def _stage_file(
     calendar: DateCalendar,
     batch_id: str,
     accumulated: _Accumulated,
+    roots: Sequence[Path],
 ) -> FileOutcome:
+    if not within_roots(path, roots):
+        # Not even hashed: reading it would put its content in the manifest's reach and, row by
+        # row, in quarantine. Where it leads is left out; the UI shows the reason to everyone.
+        return FileOutcome(
+            path,
+            "rejected",
+            f"a link that leads outside the folders ingestion may read ({INGEST_ROOTS_VAR}): not read",
+        )
     try:
         stat = path.stat()
         digest = content_hash(path)
@@ -309,8 +319,9 @@ def stage_landed_files(
 
     batch = StagedBatch(batch_id=uuid.uuid4().hex, files=[], calendar=calendar)
     accumulated = _Accumulated()
+    roots = settings.allowed_ingest_roots
     for path in paths:
-        outcome = _stage_file(conn, path, roles, settings, calendar, batch.batch_id, accumulated)
+        outcome = _stage_file(conn, path, roles, settings, calendar, batch.batch_id, accumulated, roots)
         batch.files.append(outcome)
         if outcome.status == "rejected" and path.parent.resolve() == settings.landing_dir.resolve():
             batch.rejected_moves.append((path, settings.rejected_dir / path.name))

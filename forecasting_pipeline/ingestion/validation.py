@@ -15,7 +15,7 @@ import pandas as pd
 import polars as pl
 
 from forecasting_pipeline.schemas import DS, SOURCE_ROW, UNIQUE_ID, Y
-from forecasting_pipeline.series_keys import MAX_SERIES_ID_LENGTH
+from forecasting_pipeline.series_keys import MAX_SERIES_ID_LENGTH, UNSAFE_CHARACTERS, UNSAFE_CHARACTERS_NAMED
 
 REASON = "reason"
 RAW_ROW = "raw_row"
@@ -26,6 +26,18 @@ MISSING_COLUMN = "missing_column"
 BEYOND_LAST_WINDOW = "timestamp after the last date window"
 SUPERSEDED = "duplicate timestamp, superseded by a later row"
 EXACT_DUPLICATE = "exact duplicate of a later row"
+
+# Working columns of `validate_rows` start with a control character, which the reader refuses in
+# landed column names: a landed column called `_id`, `reason` or `_d_x` can then never be
+# overwritten by (or collide with) one of ours.
+_INTERNAL = "\x1f"
+_ID, _DS, _OFFSET, _Y, _RANK = (f"{_INTERNAL}{name}" for name in ("id", "ds", "offset", "y", "rank"))
+_REASON, _CONFLICTING = f"{_INTERNAL}reason", f"{_INTERNAL}conflicting"
+
+
+def _driver(column: str) -> str:
+    return f"{_INTERNAL}driver:{column}"
+
 
 # A text column is a driver when at least this share of its non-empty values are numbers.
 _NUMERIC_SHARE_FOR_DRIVER = 0.95
@@ -186,102 +198,98 @@ def validate_rows(
     ts, has_offset = parse_timestamps(rows[DS])
     series_id = pl.col(UNIQUE_ID).str.strip_chars()
     parsed = rows.with_columns(
-        series_id.alias("_id"),
-        ts.alias("_ds"),
-        has_offset.alias("_offset"),
-        pl.col(Y).str.strip_chars().cast(pl.Float64, strict=False).alias("_y"),
-        *[pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).alias(f"_d_{c}") for c in drivers],
+        series_id.alias(_ID),
+        ts.alias(_DS),
+        has_offset.alias(_OFFSET),
+        pl.col(Y).str.strip_chars().cast(pl.Float64, strict=False).alias(_Y),
+        *[pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).alias(_driver(c)) for c in drivers],
     )
-    readable = parsed["_ds"].is_not_null()
-    mixed_zones = bool((parsed["_offset"] & readable).any()) and bool((~parsed["_offset"] & readable).any())
+    readable = parsed[_DS].is_not_null()
+    mixed_zones = bool((parsed[_OFFSET] & readable).any()) and bool((~parsed[_OFFSET] & readable).any())
     driver_reasons = [
         pl.when(
-            pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "") & pl.col(f"_d_{c}").is_null()
+            pl.col(c).is_not_null() & (pl.col(c).str.strip_chars() != "") & pl.col(_driver(c)).is_null()
         ).then(pl.lit(f"non-numeric driver {c}"))
         for c in drivers
     ]
     reason = pl.coalesce(
         *[pl.lit(f"landed data has no {landed_names[c]!r} column") for c in absent],
-        pl.when(pl.col("_id").is_null() | (pl.col("_id") == "")).then(pl.lit("missing series id")),
-        pl.when(pl.col("_id").str.contains(r"[\x00-\x1f\x7f]")).then(
-            pl.lit("series id contains a control character (NUL, tab or newline)")
+        pl.when(pl.col(_ID).is_null() | (pl.col(_ID) == "")).then(pl.lit("missing series id")),
+        pl.when(pl.col(_ID).str.contains(UNSAFE_CHARACTERS)).then(
+            pl.lit(f"series id contains {UNSAFE_CHARACTERS_NAMED}")
         ),
-        pl.when(pl.col("_id").str.len_chars() > MAX_SERIES_ID_LENGTH).then(
+        pl.when(pl.col(_ID).str.len_chars() > MAX_SERIES_ID_LENGTH).then(
             pl.lit(f"series id longer than {MAX_SERIES_ID_LENGTH} characters")
         ),
-        pl.when(pl.col("_ds").is_null()).then(
+        pl.when(pl.col(_DS).is_null()).then(
             pl.lit("unparseable timestamp (expected ISO 8601, e.g. 2024-01-31 or 2024-01-31T13:00:00Z)")
         ),
-        pl.when(pl.lit(mixed_zones) & ~pl.col("_offset")).then(
+        pl.when(pl.lit(mixed_zones) & ~pl.col(_OFFSET)).then(
             pl.lit("timestamp without a time zone in a file whose other timestamps have one")
         ),
-        pl.when(pl.col("_y").is_null()).then(pl.lit("missing or non-numeric target")),
-        pl.when(~pl.col("_y").is_finite()).then(pl.lit("non-finite target")),
+        pl.when(pl.col(_Y).is_null()).then(pl.lit("missing or non-numeric target")),
+        pl.when(~pl.col(_Y).is_finite()).then(pl.lit("non-finite target")),
         *driver_reasons,
-        *([pl.when(pl.col("_ds") > not_after).then(pl.lit("timestamp in the future"))] if not_after else []),
+        *([pl.when(pl.col(_DS) > not_after).then(pl.lit("timestamp in the future"))] if not_after else []),
         *(
-            [pl.when(pl.col("_ds") >= placeable_until).then(pl.lit(BEYOND_LAST_WINDOW))]
+            [pl.when(pl.col(_DS) >= placeable_until).then(pl.lit(BEYOND_LAST_WINDOW))]
             if placeable_until is not None
             else []
         ),
     )
-    checked = parsed.with_columns(reason.alias(REASON))
+    checked = parsed.with_columns(reason.alias(_REASON))
 
     # Among well-formed rows the last occurrence of a (series, ts) wins; earlier ones are kept in
     # quarantine, so a correction never silently erases what was there.
     ranked = checked.with_columns(
-        pl.when(pl.col(REASON).is_null())
+        pl.when(pl.col(_REASON).is_null())
+        .then(pl.col(SOURCE_ROW).rank("ordinal", descending=True).over([_ID, _DS, pl.col(_REASON).is_null()]))
+        .alias(_RANK),
+        pl.when(pl.col(_REASON).is_null())
         .then(
-            pl.col(SOURCE_ROW).rank("ordinal", descending=True).over(["_id", "_ds", pl.col(REASON).is_null()])
-        )
-        .alias("_rank"),
-        pl.when(pl.col(REASON).is_null())
-        .then(
-            pl.struct(["_y", *[f"_d_{c}" for c in drivers]])
+            pl.struct([_Y, *[_driver(c) for c in drivers]])
             .n_unique()
-            .over(["_id", "_ds", pl.col(REASON).is_null()])
+            .over([_ID, _DS, pl.col(_REASON).is_null()])
             > 1
         )
         .otherwise(False)
-        .alias(CONFLICTING_DUPLICATE),
+        .alias(_CONFLICTING),
     ).with_columns(
-        pl.when(pl.col(REASON).is_null() & (pl.col("_rank") > 1))
-        .then(
-            pl.when(pl.col(CONFLICTING_DUPLICATE)).then(pl.lit(SUPERSEDED)).otherwise(pl.lit(EXACT_DUPLICATE))
-        )
-        .otherwise(pl.col(REASON))
-        .alias(REASON)
+        pl.when(pl.col(_REASON).is_null() & (pl.col(_RANK) > 1))
+        .then(pl.when(pl.col(_CONFLICTING)).then(pl.lit(SUPERSEDED)).otherwise(pl.lit(EXACT_DUPLICATE)))
+        .otherwise(pl.col(_REASON))
+        .alias(_REASON)
     )
 
-    accepted = ranked.filter(pl.col(REASON).is_null())
+    accepted = ranked.filter(pl.col(_REASON).is_null())
     attributes, kept_attributes = _series_attributes(
-        accepted.select(pl.col("_id").alias(UNIQUE_ID), *attribute_candidates), attribute_candidates, warnings
+        accepted.select(pl.col(_ID).alias(UNIQUE_ID), *attribute_candidates), attribute_candidates, warnings
     )
     valid = accepted.select(
-        pl.col("_id").alias(UNIQUE_ID),
-        pl.col("_ds").alias(DS),
-        pl.col("_y").alias(Y),
-        *[pl.col(f"_d_{c}").alias(c) for c in drivers],
+        pl.col(_ID).alias(UNIQUE_ID),
+        pl.col(_DS).alias(DS),
+        pl.col(_Y).alias(Y),
+        *[pl.col(_driver(c)).alias(c) for c in drivers],
         pl.col(SOURCE_ROW),
     ).sort([UNIQUE_ID, DS])
     raw_columns = [c for c in rows.columns if c not in absent and c != SOURCE_ROW]
-    quarantined = ranked.filter(pl.col(REASON).is_not_null()).select(
+    quarantined = ranked.filter(pl.col(_REASON).is_not_null()).select(
         pl.col(SOURCE_ROW),
         pl.col(UNIQUE_ID),
         pl.col(DS).alias(RAW_TS),
         pl.struct([pl.col(c) for c in raw_columns]).struct.json_encode().alias(RAW_ROW)
         if raw_columns
         else pl.lit("{}").alias(RAW_ROW),
-        pl.col(REASON),
+        pl.col(_REASON).alias(REASON),
     )
     as_landed = ranked.select(
         pl.col(SOURCE_ROW),
-        pl.when(pl.col("_id") == "").then(None).otherwise(pl.col("_id")).alias("series_id"),
-        pl.col("_ds").alias("ts"),
-        pl.col("_y").alias("y"),
+        pl.when(pl.col(_ID) == "").then(None).otherwise(pl.col(_ID)).alias("series_id"),
+        pl.col(_DS).alias("ts"),
+        pl.col(_Y).alias("y"),
         pl.lit(absent[0] if absent else None, dtype=pl.Utf8).alias(MISSING_COLUMN),
-        pl.col(CONFLICTING_DUPLICATE),
-        pl.col(REASON),
+        pl.col(_CONFLICTING).alias(CONFLICTING_DUPLICATE),
+        pl.col(_REASON).alias(REASON),
     )
     return ValidatedRows(
         valid=valid,

@@ -372,7 +372,13 @@ def _cross_matrix(cross: pl.DataFrame, limit: int = 20) -> tuple[list[str], np.n
 
 
 def _short(label: str, width: int = 14) -> str:
-    return label if len(label) <= width else label[: width - 1] + "…"
+    return _plain(label if len(label) <= width else label[: width - 1] + "…")
+
+
+def _plain(label: str) -> str:
+    """Text as written: a `$` in a driver or series id (`$$`, `$AAPL`) would start matplotlib
+    math, and an unbalanced formula fails the whole study."""
+    return label.replace("$", r"\$")
 
 
 def correlation_heatmap(lagged: pl.DataFrame, cross: pl.DataFrame | None, title: str) -> bytes:
@@ -397,7 +403,7 @@ def correlation_heatmap(lagged: pl.DataFrame, cross: pl.DataFrame | None, title:
         axes = figure.add_subplot(1, 1, 1)
         axes.axis("off")
         axes.text(0.5, 0.5, "no correlations to show", ha="center", va="center")
-        axes.set_title(title, fontsize=9)
+        axes.set_title(_plain(title), fontsize=9)
     else:
         axes_list = figure.subplots(1, panels, squeeze=False)[0]
         # Missing cells in grey: white is the colour of 0 on a diverging map and would read as "no link".
@@ -427,7 +433,7 @@ def correlation_heatmap(lagged: pl.DataFrame, cross: pl.DataFrame | None, title:
             if matrix.shape[1] <= 8:
                 _annotate(axes, matrix)
         figure.colorbar(image, ax=list(axes_list), shrink=0.8)
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(_plain(title), fontsize=9)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

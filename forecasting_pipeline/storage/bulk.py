@@ -28,8 +28,14 @@ def copy_frame(conn: Connection, qualified_table: str, frame: pl.DataFrame, colu
     try:
         for offset in range(0, frame.height, _CHUNK_ROWS):
             buffer = io.BytesIO()
+            # Every text value quoted: unquoted `\N` is COPY's null, so a series id "\N" written
+            # bare would arrive as NULL (a refused batch, or a silently lost value).
             frame.slice(offset, _CHUNK_ROWS).select(columns).write_csv(
-                buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%d %H:%M:%S%.6f"
+                buffer,
+                include_header=False,
+                null_value="\\N",
+                quote_style="non_numeric",
+                datetime_format="%Y-%m-%d %H:%M:%S%.6f",
             )
             buffer.seek(0)
             cursor.copy_expert(statement, buffer, size=_COPY_READ_SIZE)
