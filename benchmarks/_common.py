@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 RESULTS = Path(__file__).parent / "results"
 SERVER = os.environ.get("FP_BENCH_SERVER_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -80,3 +80,15 @@ def write_result(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps(result, indent=2, default=str))
+
+
+def materializations(engine, run_ids: list[str]) -> int:
+    """Partitions materialized by these runs (one ASSET_MATERIALIZATION event per asset and key)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+                "AND run_id = ANY(:runs)"
+            ),
+            {"runs": run_ids},
+        ).scalar_one()

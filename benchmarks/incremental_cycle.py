@@ -21,8 +21,7 @@ import time
 from datetime import datetime, timedelta
 
 import polars as pl
-from _common import configure, fresh_database, hourly_series, write_result
-from sqlalchemy import text
+from _common import configure, fresh_database, hourly_series, materializations, write_result
 from weekly_cycle import BACKTEST, GLOBAL, LOCAL, SEARCH
 
 GOAL_RATIO = 0.05
@@ -36,17 +35,6 @@ CONFIG_BY_ASSET = {
 
 def run_config(assets: list[str]) -> dict:
     return {"ops": {name: {"config": CONFIG_BY_ASSET[name]} for name in assets if name in CONFIG_BY_ASSET}}
-
-
-def materializations(engine, run_ids: list[str]) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-                "AND run_id = ANY(:runs)"
-            ),
-            {"runs": run_ids},
-        ).scalar_one()
 
 
 def runs_of_subset(
@@ -145,7 +133,7 @@ def main() -> None:
         keys = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
         windows = date_partitions.get_partition_keys()
         rebuilt = [w for w in windows if w < rebuild_end.strftime("%Y-%m-%d")]
-        plan = backfill_plan(list(CASCADE_ASSETS), rebuilt[0], rebuilt[-1], keys)
+        plan = backfill_plan(list(operations.BACKFILL_DEFAULT_ASSETS), rebuilt[0], rebuilt[-1], keys)
         rebuild_runs, _ = execute(instance, plan)
         rebuild_s = time.perf_counter() - started
         rebuild_partitions = materializations(engine, ingest_runs + rebuild_runs)
@@ -166,9 +154,7 @@ def main() -> None:
                 "window_key": [new_window] * len(changed_ids),
             }
         )
-        cascade_runs, _ = execute(
-            instance, runs_of_subset(cascade_subset(cells, new_window), keys, windows)
-        )
+        cascade_runs, _ = execute(instance, runs_of_subset(cascade_subset(cells, new_window), keys, windows))
         increment_s = time.perf_counter() - started
         increment_partitions = materializations(engine, increment_ingest + cascade_runs)
         instance.dispose()
@@ -198,22 +184,6 @@ def main() -> None:
             },
         )
 
-
-CASCADE_ASSETS = (
-    "observation_history",
-    "feature_table",
-    "correlation_study",
-    "granger_study",
-    "training_panel",
-    "hyperparameter_search",
-    "global_models",
-    "local_models",
-    "backtest_folds",
-    "model_selection",
-    "predictions",
-    "feature_effects",
-    "forecast_accuracy",
-)
 
 if __name__ == "__main__":
     main()

@@ -14,24 +14,12 @@ import time
 from datetime import datetime
 
 import polars as pl
-from _common import configure, fresh_database, hourly_series, write_result
-from sqlalchemy import text
+from _common import configure, fresh_database, hourly_series, materializations, write_result
 
 SERIES = 1_000
 WEEKS = 8
 CHANGED = 10  # 1% of the series
 WEEK_END = datetime(2024, 5, 26)  # a Sunday: the windows are whole weeks
-
-
-def _materializations(engine, run_ids: list[str]) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-                "AND run_id = ANY(:runs)"
-            ),
-            {"runs": run_ids},
-        ).scalar_one()
 
 
 def main() -> None:
@@ -70,10 +58,10 @@ def main() -> None:
             seconds = time.perf_counter() - started
             increments[name] = (increment, seconds)
 
-        full_parts = _materializations(engine, full.run_ids)
+        full_parts = materializations(engine, full.run_ids)
         results = {}
         for name, (increment, seconds) in increments.items():
-            parts = _materializations(engine, increment.run_ids)
+            parts = materializations(engine, increment.run_ids)
             results[f"one_week_for_1pct_{name}"] = {
                 "rows": sum(f.rows_accepted for f in increment.files),
                 "cells": increment.cells,
