@@ -155,12 +155,29 @@ def known_failure(exc: BaseException) -> click.ClickException | None:
     if dagster_errors is not None and isinstance(exc, dagster_errors.DagsterExecutionInterruptedError):
         return InterruptError("interrupted while a run was executing")
     sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
-    if sqlalchemy_errors is not None and isinstance(
-        exc, sqlalchemy_errors.OperationalError | sqlalchemy_errors.InterfaceError
-    ):
-        message = _first_line(exc.orig or exc)
+    lost = (
+        _cause_of_type(exc, (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError))
+        if sqlalchemy_errors is not None
+        else None
+    )
+    if lost is not None:
+        # Also found beneath another library's error: Dagster's storage gives up on a database
+        # that went away mid-run with its own exception, raised from the driver's.
+        message = _first_line(lost.orig or lost)
         if any(words in message.lower() for words in _UNREACHABLE):
             return DatabaseUnreachableError(f"database unreachable: {message}")
+    return None
+
+
+def _cause_of_type(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> Any:
+    """`exc` or the first exception of its cause chain that is one of `kinds`, else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 

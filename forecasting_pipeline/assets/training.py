@@ -59,7 +59,7 @@ from forecasting_pipeline.partitions import (
 )
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
-from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
+from forecasting_pipeline.resources.mlflow_tracker import DAGSTER_RUN_TAG, MlflowTrackerResource
 from forecasting_pipeline.resources.model_catalog import ModelCatalogResource
 from forecasting_pipeline.schemas import UNIQUE_ID
 from forecasting_pipeline.series_keys import partition_keys
@@ -84,7 +84,7 @@ def lineage_tags(context: AssetExecutionContext, task: GroupTask, data_version: 
         "window": task.window,
         "partition_key": task.window,
         "freq_group": task.group,
-        "dagster_run_id": context.run_id,
+        DAGSTER_RUN_TAG: context.run_id,
         "code_version": code_version(context),
     }
     return {**tags, "data_version": data_version} if data_version else tags
@@ -348,9 +348,6 @@ def _train_neural(
         )
         data_version = _data_version(conn, task.window)
     params, shape = recipe.params, recipe.shape
-    with measure(device) as usage:
-        fit = fit_neural_model(task.panel, spec, params, shape, task.freq)
-        raw = predict_neural(fit, recipe.futr_df)
     version = model_version(task.group, task.window, context.run_id)
     recorded_params = {
         **params,
@@ -363,16 +360,23 @@ def _train_neural(
         "seed": shape.seed,
     }
     lineage = lineage_tags(context, task, data_version)
-    with tempfile.TemporaryDirectory() as folder:
-        fit.forecaster.save(path=folder, overwrite=True, save_dataset=False)
-        tracked = mlflow_tracker.log_trained_model(
-            registered_name=registered_name(spec.name, task.group),
-            run_name=f"{spec.name} {version}",
-            params={**recorded_params, "device": device},
-            metric_history={"train_loss": fit.train_losses},
-            artifact_dir=Path(folder),
-            tags=lineage,
-        )
+    # The MLflow run is open while the model trains: a killed training leaves it RUNNING under
+    # this Dagster run's id, for recovery to mark FAILED.
+    with mlflow_tracker.training_run(
+        run_name=f"{spec.name} {version}", params={**recorded_params, "device": device}, tags=lineage
+    ) as opened:
+        with measure(device) as usage:
+            fit = fit_neural_model(task.panel, spec, params, shape, task.freq)
+            raw = predict_neural(fit, recipe.futr_df)
+        with tempfile.TemporaryDirectory() as folder:
+            fit.forecaster.save(path=folder, overwrite=True, save_dataset=False)
+            tracked = mlflow_tracker.finish_run(
+                opened,
+                registered_name=registered_name(spec.name, task.group),
+                metric_history={"train_loss": fit.train_losses},
+                artifact_dir=Path(folder),
+                tags=lineage,
+            )
     forecast = catalog_forecast_frame(raw, spec, version, last_timestamps(task.panel))
     try:
         with database.transaction() as conn:

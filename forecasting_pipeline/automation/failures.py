@@ -2,13 +2,14 @@
 
 Beside Dagster's own event log, a failure is then one row to query, alert on or join to the
 domain rows of its partitions: job, partition range, failed steps, the error and the tags that
-say what launched the run and why.
+say what launched the run and why. The MLflow runs and Optuna trials it left running are closed.
 """
 
 from __future__ import annotations
 
 from dagster import RunFailureSensorContext, run_failure_sensor
 
+from forecasting_pipeline.automation.recovery import close_open_records
 from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.automation.tags import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.operations import root_cause
@@ -50,3 +51,6 @@ def failure_record(context: RunFailureSensorContext) -> dict:
 def run_failure_recorder(context: RunFailureSensorContext, database: DatabaseResource) -> None:
     with database.transaction() as conn:
         record_run_failure(conn, **failure_record(context))
+    # A run failed by Dagster's run monitoring (its worker died) leaves its MLflow run and Optuna
+    # trials RUNNING, as a killed CLI run does; the CLI's recovery closes those, this the daemon's.
+    close_open_records([context.dagster_run.run_id])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
@@ -337,6 +337,29 @@ def _fail_interrupted_trials(storage: optuna.storages.BaseStorage, name: str) ->
             [trial.number for trial in stale],
         )
     return len(stale)
+
+
+def fail_trials_of_runs(storage: optuna.storages.BaseStorage, run_ids: Collection[str]) -> int:
+    """Mark FAIL (interrupted) the RUNNING trials that the given dead Dagster runs were running.
+
+    `run_study` does the same for its own study when it next starts, but a study whose window
+    is never re-run would otherwise show a trial running forever. Safe without the study lock
+    only because the runs are known to be over (their trials carry their run id in `run_tag`).
+    Returns how many trials were marked.
+    """
+    dead = set(run_ids)
+    if not dead:
+        return 0
+    marked = 0
+    for study in storage.get_all_studies():
+        running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        for trial in running:
+            if trial.user_attrs.get(RUN_TAG_ATTR) in dead:
+                storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                logger.warning("study %s: marked trial %d of dead run FAIL", study.study_name, trial.number)
+                marked += 1
+    return marked
 
 
 def _best_trial(study: optuna.Study) -> FrozenTrial | None:
