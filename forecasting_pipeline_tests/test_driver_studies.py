@@ -118,7 +118,7 @@ def test_granger_study_stores_every_test_with_window_wide_fdr(pipeline, db_engin
     np.testing.assert_allclose(merged["p_value_x"], merged["p_value_y"], atol=1e-6)
     assert (merged["lag_x"] == merged["lag_y"]).all()
     summary = instance.get_latest_materialization_event(AssetKey("granger_study")).asset_materialization
-    assert "driver_to_target" in summary.metadata["summary"].value
+    assert r"driver\_to\_target" in summary.metadata["summary"].value  # Markdown-escaped
 
 
 def test_studies_are_idempotent_when_run_again(pipeline, db_engine, instance):

@@ -341,5 +341,5 @@ def test_each_partition_reports_its_own_counts_and_the_predictions_page_a_fan_ch
         assert pixels.shape[0] > 100 and pixels.std() > 0.05  # a drawn plot, not a blank image
     # Run-level metadata keeps the run's view: the leaderboard and the error by horizon step.
     selection = _latest_materialization(instance, "model_selection", f"{LATEST_WINDOW}|FR")
-    assert "model_name" in selection["leaderboard"].value
+    assert r"model\_name" in selection["leaderboard"].value  # Markdown-escaped, shown as model_name
     assert "data:image/png;base64," in backtest["error_by_horizon_step"].value
