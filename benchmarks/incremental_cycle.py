@@ -154,7 +154,9 @@ def main() -> None:
                 "window_key": [new_window] * len(changed_ids),
             }
         )
-        cascade_runs, _ = execute(instance, runs_of_subset(cascade_subset(cells, new_window), keys, windows))
+        cascade_runs, _ = execute(
+            instance, runs_of_subset(cascade_subset(cells, new_window, keys), keys, windows)
+        )
         increment_s = time.perf_counter() - started
         increment_partitions = materializations(engine, increment_ingest + cascade_runs)
         instance.dispose()

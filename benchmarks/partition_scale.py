@@ -122,6 +122,7 @@ def main() -> None:
         from forecasting_pipeline.automation.cascade import retraining_cascade_sensor
         from forecasting_pipeline.automation.new_data import new_data_sensor
         from forecasting_pipeline.bootstrap import prepare_deployment
+        from forecasting_pipeline.dagster_services import UI_STATEMENT_TIMEOUT_MS
         from forecasting_pipeline.definitions import defs
         from forecasting_pipeline.resources.database import DatabaseResource, engine_for
         from forecasting_pipeline_tests import dagster_processes
@@ -232,7 +233,12 @@ def main() -> None:
         write_result("partition_scale", result)  # what is measured so far, should the UI part fail
 
         webserver = dagster_processes.start(
-            [str(bin_dir / "dagster-webserver"), *workspace, "-h", "127.0.0.1", "-p", str(port)], env, log
+            [
+                *[str(bin_dir / "dagster-webserver"), *workspace, "-h", "127.0.0.1", "-p", str(port)],
+                *["--db-statement-timeout", str(UI_STATEMENT_TIMEOUT_MS)],
+            ],
+            env,
+            log,
         )
         try:
             dagster_processes.wait_for_assets(port, webserver)

@@ -22,11 +22,31 @@ from forecasting_pipeline.settings import REPO_ROOT
 STOP_TIMEOUT_SECONDS = 60
 
 
+# The UI's first partition status of an asset reads every key's latest planned and materialized
+# event; at 10,000 series × 52 windows (a million events) that took longer than the webserver's
+# default 15 s statement timeout on 2 cores (benchmarks/partition_scale.py). Later loads are
+# incremental from Dagster's status cache.
+UI_STATEMENT_TIMEOUT_MS = 180_000
+
+
 def dagster_dev_command(host: str, port: int, extra_args: Sequence[str] = ()) -> list[str]:
     """`dagster dev` on the repository's workspace (or the definitions module when it is absent)."""
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "forecasting_pipeline.definitions"]
-    return [sys.executable, "-m", "dagster", "dev", *target, "-h", host, "-p", str(port), *extra_args]
+    timeout = ["--db-statement-timeout", str(UI_STATEMENT_TIMEOUT_MS)]
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        *target,
+        "-h",
+        host,
+        "-p",
+        str(port),
+        *timeout,
+        *extra_args,
+    ]
 
 
 def _signal_group(group: int, signum: int) -> None:

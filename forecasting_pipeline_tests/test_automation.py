@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from forecasting_pipeline import operations
 from forecasting_pipeline.assets.conventions import advisory_locks
-from forecasting_pipeline.automation.cascade import retraining_cascade_sensor
+from forecasting_pipeline.automation.cascade import publishing_span, retraining_cascade_sensor
 from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.automation.schedules import closed_window, weekly_model_update
 from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG, TRIGGER_TAG
@@ -194,7 +194,7 @@ def test_cascade_asks_once_for_exactly_what_depends_on_the_changed_cells(
     assert by_asset["feature_table"] == cells == by_asset["granger_study"] == by_asset["forecast_accuracy"]
     newest = max(w for w, _ in queued)
     assert by_asset["training_panel"] == {newest} == by_asset["global_models"]
-    # Forecasts are republished for the series whose observations changed (here: all of them).
+    # Forecasts are republished for the span of the changed series (here: all of them).
     changed_series = {s for _, s in queued}
     assert changed_series == set(series_keys(instance))
     published = {f"{newest}|{key}" for key in changed_series}
@@ -419,3 +419,10 @@ def test_a_graphql_backfill_over_windows_targets_every_series_in_them(first_week
                 assert set(target.get_partitions_subset(AssetKey(asset)).get_partition_keys()) == set(
                     partitions
                 )
+
+
+def test_the_cascade_publishes_the_span_of_the_changed_series_in_partition_order():
+    order = [f"s{i}" for i in range(10)]
+    # One run over s2..s7 instead of three (each training the neural backtest again).
+    assert publishing_span(["s7", "s2", "s5"], order) == order[2:8]
+    assert publishing_span(["s4"], order) == ["s4"]

@@ -8,7 +8,8 @@ queue and asks for one asset backfill over exactly what depends on those cells:
 * features, Granger tests and accuracy scores of the changed cells, correlations of their windows;
 * tuning and training of the newest window (global models learn from every series, so they are
   per window), then backtests, champion selection and forecasts in it of the series whose
-  observations changed, and the feature effects of that window.
+  observations changed (the span from the first to the last of them in partition order: one
+  run), and the feature effects of that window.
 
 Cells nobody changed are not in it. The other series keep their published forecasts: their data
 did not move, and the weekly model update republishes every series of the window it retrains.
@@ -37,6 +38,7 @@ from forecasting_pipeline.automation.backfills import (
 from forecasting_pipeline.automation.switch import SENSOR_STATUS
 from forecasting_pipeline.partitions import date_partitions, window_key_for
 from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline.schemas import SERIES_DIMENSION
 from forecasting_pipeline.storage.automation import (
     AutomationRequest,
     add_request,
@@ -54,15 +56,31 @@ def _newest_window(conn: Connection) -> str | None:
     return window_key_for(newest) if newest is not None else None
 
 
-def cascade_subset(cells: pl.DataFrame, newest_window: str):
-    """The partitions downstream of changed `cells` (series_id, partition_key, window_key)."""
+def publishing_span(changed_keys: list[str], series_order: list[str]) -> list[str]:
+    """Series keys from the first to the last of `changed_keys` in partition order.
+
+    A run covers one contiguous range of keys, and the backtest of a neural family trains once
+    per run whatever its series count: ten changed series spread over 1,000 would otherwise be
+    ten runs, each training the same global model. Publishing the span is one run, and re-does
+    no more than every series would.
+    """
+    changed = set(changed_keys)
+    positions = [index for index, key in enumerate(series_order) if key in changed]
+    if not positions:
+        return sorted(changed)
+    return series_order[positions[0] : positions[-1] + 1]
+
+
+def cascade_subset(cells: pl.DataFrame, newest_window: str, series_order: list[str]):
+    """The partitions downstream of changed `cells` (series_id, partition_key, window_key);
+    `series_order` is every series key in partition order."""
     windows = date_partitions.get_partition_keys()
     changed_windows = sorted(set(cells["window_key"].to_list()) & set(windows))
     if not changed_windows:
         return graph_subset()
     history = [w for w in windows if changed_windows[0] <= w <= newest_window]
     changed = cells.filter(pl.col("window_key").is_in(windows))
-    changed_series = changed["partition_key"].unique().sort().to_list()
+    changed_series = publishing_span(changed["partition_key"].unique().to_list(), series_order)
     return graph_subset(
         window_subset(["observation_history"], history),
         cell_subset(["feature_table", "granger_study", "forecast_accuracy"], changed),
@@ -97,11 +115,12 @@ def evaluate_cascade(context: SensorEvaluationContext, database: DatabaseResourc
                 windows=[newest],
                 series_ids=sorted(set(cells["series_id"].to_list())),
             )
+    series_order = list(instance.get_dynamic_partitions(SERIES_DIMENSION))
 
     def build(request: AutomationRequest):
         with database.transaction() as read:
             claimed = claimed_cells(read, request.request_id)
-        return cascade_subset(claimed, request.windows[0])
+        return cascade_subset(claimed, request.windows[0], series_order)
 
     with database.transaction() as conn:
         submitted = submit_open_requests(instance, conn, CASCADE, SENSOR_NAME, build)
