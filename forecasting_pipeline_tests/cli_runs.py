@@ -26,10 +26,13 @@ def user_env(home: Path | str, url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "forecasting_pipeline.cli", *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -101,6 +101,16 @@ def _train(
     )
 
 
+def _train_tiny(instance: DagsterInstance) -> ExecuteInProcessResult:
+    """The window's training at test size: tiny NHITS and SeasonalNaive, no tuning."""
+    return _train(
+        instance,
+        hyperparameter_search=NO_SEARCH,
+        global_models=TINY_GLOBAL_MODEL,
+        local_models=ONLY_SEASONAL_NAIVE,
+    )
+
+
 def _script(body: str) -> str:
     """A child process's program: the same deployment as the test (inherited environment)."""
     return "from dagster import DagsterInstance\nfrom forecasting_pipeline.automation import launch\n" + (
@@ -196,12 +206,7 @@ def studied(deployment, instance, db_engine) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def trained(studied, instance) -> str:
     """One clean training run of the window (tiny NHITS and SeasonalNaive, no tuning)."""
-    result = _train(
-        instance,
-        hyperparameter_search=NO_SEARCH,
-        global_models=TINY_GLOBAL_MODEL,
-        local_models=ONLY_SEASONAL_NAIVE,
-    )
+    result = _train_tiny(instance)
     assert result.success, _failure_messages(result)
     return result.run_id
 
@@ -302,12 +307,7 @@ def test_a_run_killed_mid_training_fails_its_mlflow_run_and_reruns_to_the_same_t
     assert _mlflow_runs(client, "RUNNING") == []
     assert _gpu_slot_holders(instance) == set()
 
-    rerun = _train(
-        instance,
-        hyperparameter_search=NO_SEARCH,
-        global_models=TINY_GLOBAL_MODEL,
-        local_models=ONLY_SEASONAL_NAIVE,
-    )
+    rerun = _train_tiny(instance)
     assert rerun.success, _failure_messages(rerun)
     # Exactly what a clean re-run adds: a new version of both families (NHITS with its loss
     # metric), their costs and the lineage rows of both runs; every forecast replaced in place.

@@ -18,7 +18,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import closing
@@ -40,7 +39,7 @@ from forecasting_pipeline.ingestion.roots import PathOutsideRootsError
 from forecasting_pipeline.ingestion.validation import validate_rows
 from forecasting_pipeline.series_keys import MAX_SERIES_ID_LENGTH, UNSAFE_CHARACTERS, partition_keys
 from forecasting_pipeline.settings import REPO_ROOT, load_settings
-from forecasting_pipeline_tests.cli_runs import user_env
+from forecasting_pipeline_tests.cli_runs import run_cli, user_env
 from forecasting_pipeline_tests.conftest import _scratch_dir
 
 # Bounded and reproducible: the same examples on every run, none remembered in the repository
@@ -473,14 +472,7 @@ def test_ingest_refuses_a_path_outside_the_roots_with_exit_4_and_lands_nothing(f
     outside = _write_csv(tmp_path / "outside.csv", ["unique_id", "ds", "y"], [["outside", "2024-01-01", "1"]])
     (home / "link.csv").symlink_to(outside)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "forecasting_pipeline.cli", "ingest", str(inside), str(home / "link.csv")],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(env, "ingest", str(inside), str(home / "link.csv"), timeout=300, cwd=home)
     assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"error: refused to read {home / 'link.csv'} (leads to {outside.resolve()})" in result.stderr
     assert "hint:" in result.stderr and "FP_INGEST_ROOTS" in result.stderr
@@ -595,14 +587,7 @@ def cli_round(fresh_database) -> Iterator[CliRound]:
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         # From the scratch folder: MLflow puts a SQL store's artifacts under ./mlruns.
-        return subprocess.run(
-            [sys.executable, "-m", "forecasting_pipeline.cli", *args],
-            env=env,
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return run_cli(env, *args, cwd=scratch)
 
     output, report_file = scratch / "forecasts.csv", scratch / "report.html"
     forecast = cli(
