@@ -22,19 +22,9 @@ from datetime import datetime, timedelta
 
 import polars as pl
 from _common import configure, fresh_database, hourly_series, materializations, write_result
-from weekly_cycle import BACKTEST, GLOBAL, LOCAL, SEARCH
+from weekly_cycle import CONFIG_BY_ASSET, run_config
 
 GOAL_RATIO = 0.05
-CONFIG_BY_ASSET = {
-    "global_models": GLOBAL,
-    "hyperparameter_search": SEARCH,
-    "local_models": LOCAL,
-    "backtest_folds": BACKTEST,
-}
-
-
-def run_config(assets: list[str]) -> dict:
-    return {"ops": {name: {"config": CONFIG_BY_ASSET[name]} for name in assets if name in CONFIG_BY_ASSET}}
 
 
 def runs_of_subset(

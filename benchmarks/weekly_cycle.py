@@ -45,6 +45,17 @@ GLOBAL = {"families": ["NHITS"], "max_steps": 10, "input_size": 48, "batch_size"
 SEARCH = {"families": [], "trials": 0}
 LOCAL = {"families": ["SeasonalNaive"]}
 BACKTEST = {**GLOBAL, "n_windows": 2}
+CONFIG_BY_ASSET = {
+    "global_models": GLOBAL,
+    "hyperparameter_search": SEARCH,
+    "local_models": LOCAL,
+    "backtest_folds": BACKTEST,
+}
+
+
+def run_config(assets: list[str]) -> dict:
+    """The run config of a run over `assets`: the cycle's model settings of those among them."""
+    return {"ops": {name: {"config": CONFIG_BY_ASSET[name]} for name in assets if name in CONFIG_BY_ASSET}}
 
 
 class PeakRss:
@@ -141,19 +152,11 @@ def run_cycle(instance, deployment, window: str, keys: list[str], stage: Callabl
             launch.train_window(
                 instance,
                 window,
-                run_config={
-                    "ops": {
-                        "global_models": {"config": GLOBAL},
-                        "hyperparameter_search": {"config": SEARCH},
-                        "local_models": {"config": LOCAL},
-                    }
-                },
+                run_config=run_config(["global_models", "hyperparameter_search", "local_models"]),
             ).run_id
         ],
         "backtests, selection, publication": lambda: [
-            launch.forecast_window(
-                instance, window, keys, run_config={"ops": {"backtest_folds": {"config": BACKTEST}}}
-            ).run_id
+            launch.forecast_window(instance, window, keys, run_config=run_config(["backtest_folds"])).run_id
         ],
         "feature effects": lambda: [launch.measure_feature_effects(instance, window).run_id],
         "accuracy": lambda: [launch.run_partition_range(accuracy_job.name, instance, start, end).run_id],
@@ -236,7 +239,7 @@ def main() -> None:
                 "date": datetime.now().isoformat(timespec="seconds"),
                 "cpus": os.cpu_count(),
                 "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-                "models": {"global": GLOBAL, "search": SEARCH, "local": LOCAL, "backtest": BACKTEST},
+                "models": CONFIG_BY_ASSET,
                 "setup_ingest_s": round(setup_s, 1),
                 "cycle_wall_s": round(cycle_s, 1),
                 "runs_wall_s": round(sum(run["wall_s"] for run in by_run.values()), 1),

@@ -223,7 +223,7 @@ def note_run(context: AssetExecutionContext, conn: Connection) -> None:
 _MARKDOWN_SPECIAL = r"([\\`*_\[\]<>|~&!#$])"
 
 
-def escape_markdown(value: str) -> str:
+def _escape_markdown(value: str) -> str:
     return re.sub(_MARKDOWN_SPECIAL, r"\\\1", value)
 
 
@@ -237,5 +237,5 @@ def markdown_table(frame: pl.DataFrame) -> str:
         for c, dtype in frame.schema.items()
     ]
     rows = frame.select(pl.concat_str([pl.lit("| "), pl.concat_str(cells, separator=" | "), pl.lit(" |")]))
-    header = ["| " + " | ".join(map(escape_markdown, frame.columns)) + " |", "|" + "---|" * frame.width]
+    header = ["| " + " | ".join(map(_escape_markdown, frame.columns)) + " |", "|" + "---|" * frame.width]
     return "\n".join(header + rows.to_series().to_list())

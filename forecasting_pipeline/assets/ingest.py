@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from forecasting_pipeline.assets.cell_metadata import add_cell_rows
-from forecasting_pipeline.assets.conventions import escape_markdown, note_run, pipeline_asset
+from forecasting_pipeline.assets.conventions import markdown_table, note_run, pipeline_asset
 from forecasting_pipeline.checks.landed_quality import CHECK_NAMES
 from forecasting_pipeline.partitions import (
     SAME_WINDOW,
@@ -67,13 +67,6 @@ RAW_OBSERVATION_CHECKS = [
 ]
 
 
-def _markdown_table(headers: tuple[str, ...], rows: list[tuple]) -> MetadataValue:
-    """A small Markdown table for the UI; ids are escaped so they show as stored, in their cell."""
-    escaped = [[escape_markdown(str(value)) for value in row] for row in rows]
-    lines = [headers, ["---"] * len(headers), *escaped]
-    return MetadataValue.md("\n".join("| " + " | ".join(line) + " |" for line in lines))
-
-
 def _check_results(results: list[dict]) -> Iterator[AssetCheckResult]:
     """One result per check over the landed batches feeding this run (all must pass)."""
     by_name: dict[str, list[dict]] = {}
@@ -104,6 +97,11 @@ def _check_results(results: list[dict]) -> Iterator[AssetCheckResult]:
 
 
 CHANGE_COUNTS = ("rows_inserted", "rows_restated")
+
+
+def _markdown_table(headers: list[str], rows: list[tuple]) -> MetadataValue:
+    """Rows of a few values as the shared, escaped metadata table (`conventions.markdown_table`)."""
+    return MetadataValue.md(markdown_table(pl.DataFrame(rows, schema=headers, orient="row")))
 
 
 @pipeline_asset(
@@ -169,11 +167,11 @@ def raw_observations(context: AssetExecutionContext, database: DatabaseResource)
             "rows_restated": restated,
             "cells_changed": len(changed),
             # Derived partition keys next to the ids users know (plain ids are their own key).
-            "series_ids": _markdown_table(("partition key", "series id"), derived)
+            "series_ids": _markdown_table(["partition key", "series id"], derived)
             if derived
             else "every series id is its own partition key",
             "largest_changes": _markdown_table(
-                ("series", "window", "inserted", "restated"),
+                ["series", "window", "inserted", "restated"],
                 [(r.series_id, r.window_key, r.inserted, r.restated) for r in changed[:20]],
             ),
         }
