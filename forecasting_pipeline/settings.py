@@ -21,6 +21,11 @@ HOME_VAR = "FP_HOME"
 DAGSTER_HOME_VAR = "DAGSTER_HOME"
 MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 INGEST_ROOTS_VAR = "FP_INGEST_ROOTS"
+EXECUTOR_VAR = "FP_EXECUTOR"
+CELERY_BROKER_URL_VAR = "FP_CELERY_BROKER_URL"
+CELERY_BACKEND_URL_VAR = "FP_CELERY_BACKEND_URL"
+WORKER_LOST_SECONDS_VAR = "FP_WORKER_LOST_SECONDS"
+EXECUTORS = ("local", "celery", "k8s")
 
 CADENCES = ("daily", "weekly", "monthly")
 
@@ -57,6 +62,7 @@ SECTIONS = (
     "automation",
     "MLflow",
     "GPU",
+    "scale-out",
 )
 # Variables only docker-compose reads (interpolated into docker-compose.yml from `.env`).
 COMPOSE_SECTION = "docker-compose"
@@ -287,6 +293,39 @@ VARIABLES: tuple[Variable, ...] = (
         "trains in `32-true`.",
         "GPU",
     ),
+    Variable(
+        EXECUTOR_VAR,
+        "local",
+        "Where steps execute. `local`: the CLI runs each job in its own process and runs launched by "
+        "the daemon or the UI use Dagster's multiprocess executor. `celery`: every step is a Celery task "
+        "on RabbitMQ, the steps that tune, train and backtest on queue `gpu` and all others on queue "
+        "`cpu`, executed by `forecasting-pipeline worker --queue gpu|cpu` on any host that shares the "
+        "database, the storage and the MLflow server. `k8s`: every step is a Kubernetes job "
+        "(`dagster-k8s`' `k8s_job_executor`; install the `kubernetes` extra, see `docs/scale-out.md`).",
+        "scale-out",
+    ),
+    Variable(
+        CELERY_BROKER_URL_VAR,
+        "pyamqp://guest:guest@127.0.0.1:5672//",
+        "Celery broker of `FP_EXECUTOR=celery` and of the workers (RabbitMQ). It may hold a password: it "
+        "is read from the environment by every process and never stored in a run's configuration.",
+        "scale-out",
+    ),
+    Variable(
+        CELERY_BACKEND_URL_VAR,
+        "",
+        "Celery result backend, e.g. `redis://127.0.0.1:6379/0`; read from the environment like the broker.",
+        "scale-out",
+        unset="the deployment's PostgreSQL (`db+` and FP_DATABASE_URL), tables in schema `celery`",
+    ),
+    Variable(
+        WORKER_LOST_SECONDS_VAR,
+        "60",
+        "How long the worker running a step may go without answering before the run fails that step as "
+        "lost (the worker was killed, ran out of memory or lost its node). A worker answers while its "
+        "step runs, so a long step never counts; re-execute the run from failure once a worker is back.",
+        "scale-out",
+    ),
 )
 
 # Variables docker-compose.yml interpolates from the environment or `.env`; the Python code never
@@ -385,6 +424,19 @@ class Settings:
     retry_base_seconds: float = 2.0
     # Resolved folders ingestion may read besides the landing folder (FP_INGEST_ROOTS).
     ingest_roots: tuple[Path, ...] = ()
+    executor: str = "local"
+    celery_broker_url: str = "pyamqp://guest:guest@127.0.0.1:5672//"
+    # None: the deployment's database (see `celery_result_backend`).
+    celery_backend_url: str | None = None
+    worker_lost_seconds: float = 60.0
+
+    @property
+    def celery_result_backend(self) -> str | None:
+        """FP_CELERY_BACKEND_URL, else the deployment's database through Celery's SQLAlchemy backend;
+        None for the embedded database, whose URL only the process that starts it knows."""
+        if self.celery_backend_url:
+            return self.celery_backend_url
+        return f"db+{self.database_url}" if self.database_url else None
 
     @property
     def default_mlflow_tracking_uri(self) -> str:
@@ -498,6 +550,13 @@ def _parse_precision(raw: str) -> str:
     return raw
 
 
+def _parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={raw!r}; expected one of {', '.join(choices)}")
+    return value
+
+
 def _parse_switch(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value not in ("on", "off", "true", "false", "1", "0", ""):
@@ -603,4 +662,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             "FP_RETRY_BASE_SECONDS", _value_or_default(env, "FP_RETRY_BASE_SECONDS")
         ),
         ingest_roots=_parse_ingest_roots(_value(env, INGEST_ROOTS_VAR), home),
+        executor=_parse_choice(EXECUTOR_VAR, _value_or_default(env, EXECUTOR_VAR), EXECUTORS),
+        celery_broker_url=_value_or_default(env, CELERY_BROKER_URL_VAR),
+        celery_backend_url=env.get(CELERY_BACKEND_URL_VAR) or None,
+        worker_lost_seconds=_parse_positive_float(
+            WORKER_LOST_SECONDS_VAR, _value_or_default(env, WORKER_LOST_SECONDS_VAR)
+        ),
     )
