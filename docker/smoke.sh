@@ -6,11 +6,13 @@
 #   GPU=1 docker/smoke.sh            # add docker-compose.gpu.yml (NVIDIA Container Toolkit needed)
 #
 # What it does, in order:
-#   1. creates .env from .env.example with a random POSTGRES_PASSWORD when there is no .env;
+#   1. creates .env from .env.example with random POSTGRES_PASSWORD and RABBITMQ_PASSWORD when
+#      there is no .env (and adds a random RABBITMQ_PASSWORD to an older .env without one);
 #   2. validates the compose files (`docker-compose config -q`);
 #   3. `docker-compose up -d --build` under its own project name (forecasting-smoke), so its
 #      containers and volumes are not those of a deployment of this checkout;
-#   4. waits until postgres, mlflow, code-server, webserver and daemon report healthy;
+#   4. waits until postgres, mlflow, rabbitmq, code-server, webserver, daemon and the two Celery
+#      workers (worker-cpu, worker-gpu) report healthy;
 #   5. lands the bundled dataset (epf_fr_be: hourly prices of two markets) in the landing folder
 #      of the code-server container and lets the automation do the rest: the daemon's
 #      new_data_sensor stages it and requests the ingest runs, the retraining cascade submits
@@ -46,7 +48,7 @@ UP_TIMEOUT="${UP_TIMEOUT:-900}"
 SMOKE_TIMEOUT="${SMOKE_TIMEOUT:-3600}"
 DEFAULT_PROJECT=forecasting-smoke
 PROJECT="${COMPOSE_PROJECT_NAME:-$DEFAULT_PROJECT}"
-SERVICES=(postgres mlflow code-server webserver daemon)
+SERVICES=(postgres mlflow rabbitmq code-server webserver daemon worker-cpu worker-gpu)
 LOCATION=forecasting_pipeline
 DATASET_FILE=epf_fr_be.csv
 
@@ -93,14 +95,19 @@ if [[ "$GPU" == 1 ]]; then
 fi
 
 # --------------------------------------------------------------------------- .env
+# Hex only: the passwords are placed verbatim in database and broker URLs (see .env.example).
+random_password() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 if [[ ! -f .env ]]; then
-  # Hex only: the password is placed verbatim in database URLs (see .env.example).
-  password=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
-  sed "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=${password}/" .env.example >.env
+  sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(random_password)/" \
+    -e "s/^RABBITMQ_PASSWORD=.*/RABBITMQ_PASSWORD=$(random_password)/" .env.example >.env
   chmod 600 .env
-  log "created .env from .env.example with a random POSTGRES_PASSWORD"
+  log "created .env from .env.example with random POSTGRES_PASSWORD and RABBITMQ_PASSWORD"
+elif ! grep -qE '^RABBITMQ_PASSWORD=' .env; then
+  printf 'RABBITMQ_PASSWORD=%s\n' "$(random_password)" >>.env
+  log "added a random RABBITMQ_PASSWORD to .env (the Celery broker is new)"
 fi
 grep -qE '^POSTGRES_PASSWORD=change-me$' .env && die ".env still has the placeholder POSTGRES_PASSWORD"
+grep -qE '^RABBITMQ_PASSWORD=change-me$' .env && die ".env still has the placeholder RABBITMQ_PASSWORD"
 
 export FP_AUTOMATION=on
 FP_PRESET=$(setting FP_PRESET fast)
@@ -285,5 +292,5 @@ Where to look:
   MLflow UI       $mlflow   (experiments; Models: NHITS-hourly and the statistical families)
   SQL             ${compose[*]} exec postgres psql -U forecasting -d forecasting
                   e.g. SELECT * FROM forecasting.published_forecasts LIMIT 5;
-  Logs            ${compose[*]} logs -f daemon code-server
+  Logs            ${compose[*]} logs -f daemon code-server worker-cpu worker-gpu
 EOF

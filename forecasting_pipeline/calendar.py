@@ -2,8 +2,9 @@
 
 A new deployment has no calendar until data arrives. The first ingest fixes its start a few
 windows before the newest data (everything older is the history slice, one partition per
-series however long the backlog) and persists it in FP_HOME, so the CLI, the UI's code server
-and the daemon all build the same partitions. A historical dataset's calendar ends at its last
+series however long the backlog) and persists it in FP_HOME, or beside the intermediates when
+FP_STORAGE_URI is set, so the CLI, the UI's code server, the daemon and the workers on every
+host all build the same partitions. A historical dataset's calendar ends at its last
 window (no decade of empty weeks); a live one — data reaching the current or the previous
 window — stays open and runs to the current window.
 
@@ -18,6 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -79,7 +81,7 @@ def load_calendar(settings: Settings, today: date | None = None) -> DateCalendar
     path = settings.calendar_file
     if path.exists():
         try:
-            stored = json.loads(path.read_text())
+            stored = json.loads(path.read_text(encoding="utf-8"))
             calendar = DateCalendar(
                 cadence=stored["cadence"],
                 start=date.fromisoformat(stored["start"]),
@@ -99,15 +101,30 @@ def load_calendar(settings: Settings, today: date | None = None) -> DateCalendar
 
 
 def save_calendar(settings: Settings, calendar: DateCalendar) -> DateCalendar:
-    """Persist atomically (a reader never sees half a file); pinned calendars are not persisted."""
+    """Persist atomically (a reader never sees half a file); pinned calendars are not persisted.
+
+    On a local disk (or a shared mount) a synced temporary file is renamed over the calendar; in
+    an object store the file is one PUT, which replaces the object whole or not at all.
+    """
     if calendar.pinned:
         return calendar
     path = settings.calendar_file
+    text = json.dumps(calendar.as_json())
+    if not isinstance(path, Path):
+        path.write_text(text, encoding="utf-8")
+        return replace(calendar, persisted=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(calendar.as_json(), handle)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())  # whole on disk before the rename publishes it
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return replace(calendar, persisted=True)
 
 

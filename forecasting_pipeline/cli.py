@@ -23,6 +23,7 @@ from forecasting_pipeline.console import (
     pipeline_failure,
     style_expr,
 )
+from forecasting_pipeline.execution.queues import QUEUES
 from forecasting_pipeline.settings import INGEST_ROOTS_VAR, Settings, SettingsError, load_settings
 
 
@@ -1097,6 +1098,89 @@ def ui(host: str, port: int, dagster_args: tuple[str, ...]) -> None:
             click.echo(
                 "stopping the Dagster services" + (" and the embedded PostgreSQL" if started_here else "")
             )
+
+
+@main.command(
+    epilog=examples(
+        "FP_EXECUTOR=celery forecasting-pipeline worker --queue cpu",
+        "FP_EXECUTOR=celery forecasting-pipeline worker --queue gpu --gpus 0",
+        "forecasting-pipeline worker --queue cpu --concurrency 4 --name cpu-a@%h",
+    ),
+)
+@click.option(
+    "--queue",
+    required=True,
+    type=click.Choice(QUEUES),
+    help="Queue to serve: `gpu` takes the steps that tune, train and backtest neural models, "
+    "`cpu` all others.",
+)
+@click.option(
+    "--concurrency",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Steps this worker runs at once. A step already uses several cores (or a whole GPU): raise it only "
+    "for spare capacity.",
+)
+@click.option(
+    "--gpus",
+    default=None,
+    help="GPUs this worker's steps see (CUDA_VISIBLE_DEVICES), e.g. `0` or `0,1`. Default: every GPU of the "
+    "host. One worker per GPU scales out; one worker with all GPUs and FP_TRAINING_DEVICES scales one "
+    "model up.",
+)
+@click.option(
+    "--name", default=None, help="Worker name in the event log; `%h` is the host. Default: QUEUE@host."
+)
+@click.option(
+    "--loglevel",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Celery's log level (tasks received and finished at INFO).",
+)
+def worker(queue: str, concurrency: int, gpus: str | None, name: str | None, loglevel: str) -> None:
+    """Serve a Celery queue: execute the steps of runs made with FP_EXECUTOR=celery.
+
+    The run's process (the CLI, or the code server for runs launched from the UI) submits each
+    step to RabbitMQ (FP_CELERY_BROKER_URL) and waits for it; any worker serving the step's
+    queue runs it, on this host or another one that shares the database (FP_DATABASE_URL),
+    the intermediates (FP_STORAGE_URI) and the MLflow server (MLFLOW_TRACKING_URI). A worker
+    that dies mid-step fails that step after FP_WORKER_LOST_SECONDS; re-execute the run from
+    failure once a worker is back. SIGTERM or Ctrl-C lets running steps finish, twice stops now.
+    """
+    from forecasting_pipeline.execution.worker import (
+        device_summary,
+        plan_worker,
+        run_worker,
+        single_host_stores,
+    )
+
+    deployment = _deployment()
+    settings = load_settings()  # after the deployment exported the database URL
+    plan = plan_worker(queue, concurrency, gpus, name)
+    plan.apply_devices()
+    click.echo(f"worker {plan.name}: queue {queue}, {concurrency} at a time, {device_summary(queue)}")
+    broker = _without_password(settings.celery_broker_url)
+    click.echo(f"database: {_describe_database(deployment)}; broker: {broker}")
+    if settings.executor != "celery":
+        click.secho(
+            f"note: FP_EXECUTOR={settings.executor} here: runs started from this environment execute their "
+            "own steps; this worker serves runs of FP_EXECUTOR=celery processes",
+            fg="yellow",
+        )
+    for note in single_host_stores(settings, deployment.embedded):
+        click.secho(f"note: {note}: only workers on this host can share it", fg="yellow")
+    run_worker(settings, plan, loglevel.upper())
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: show only its scheme
+        return url.split("://", 1)[0] + "://…"
 
 
 @main.command()

@@ -26,6 +26,7 @@ from forecasting_pipeline.automation.new_data import new_data_sensor
 from forecasting_pipeline.automation.progress import progress_logger
 from forecasting_pipeline.automation.schedules import publish_after_model_update, weekly_model_update
 from forecasting_pipeline.checks.landed_files import landed_files_readable
+from forecasting_pipeline.execution.executors import executor_for
 from forecasting_pipeline.resources.accelerator import AcceleratorResource
 from forecasting_pipeline.resources.database import DatabaseResource
 from forecasting_pipeline.resources.mlflow_tracker import MlflowTrackerResource
@@ -38,8 +39,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
     """Resources for a deployment; the database URL stays an EnvVar since it may hold a password."""
     return {
         "database": DatabaseResource(url=EnvVar(DATABASE_URL_VAR)),
-        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(settings.storage_dir)),
-        "accelerator": AcceleratorResource(cuda_precision=settings.cuda_precision),
+        "parquet_io_manager": PartitionedParquetIOManager(base_dir=settings.storage_uri),
+        "accelerator": AcceleratorResource(
+            cuda_precision=settings.cuda_precision,
+            devices=settings.training_devices,
+            strategy=settings.training_strategy,
+        ),
         "model_catalog": ModelCatalogResource(
             path=str(settings.model_catalog) if settings.model_catalog else None,
             horizon_override=settings.forecast_horizon,
@@ -49,10 +54,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
             tracking_uri=EnvVar(MLFLOW_TRACKING_URI_VAR)
             if settings.mlflow_tracking_uri
             else settings.default_mlflow_tracking_uri,
-            artifact_location=None if settings.mlflow_tracking_uri else str(settings.mlflow_artifacts_dir),
+            artifact_location=settings.mlflow_artifact_location,
         ),
     }
 
+
+_settings = load_settings()
 
 defs = Definitions(
     assets=[
@@ -81,7 +88,9 @@ defs = Definitions(
         run_failure_recorder,
     ],
     schedules=[weekly_model_update],
-    resources=build_resources(load_settings()),
+    resources=build_resources(_settings),
+    # FP_EXECUTOR: None keeps Dagster's default (multiprocess for launched runs).
+    executor=executor_for(_settings),
     # Only loggers named in a run's config are used; without any, Dagster's console default.
     loggers={"console": colored_console_logger, "progress": progress_logger},
 )

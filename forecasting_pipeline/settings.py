@@ -15,6 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 DATABASE_URL_VAR = "FP_DATABASE_URL"
 HOME_VAR = "FP_HOME"
@@ -25,9 +30,12 @@ EXECUTOR_VAR = "FP_EXECUTOR"
 CELERY_BROKER_URL_VAR = "FP_CELERY_BROKER_URL"
 CELERY_BACKEND_URL_VAR = "FP_CELERY_BACKEND_URL"
 WORKER_LOST_SECONDS_VAR = "FP_WORKER_LOST_SECONDS"
+STORAGE_URI_VAR = "FP_STORAGE_URI"
 EXECUTORS = ("local", "celery", "k8s")
 
 CADENCES = ("daily", "weekly", "monthly")
+# MLflow tracking URIs of a database store (no server); their experiments need an artifact root.
+_MLFLOW_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 # A new deployment's calendar keeps this many operating windows before the newest data's window
 # (older data is the history slice), so the demo shows incremental windows at once.
@@ -86,7 +94,7 @@ VARIABLES: tuple[Variable, ...] = (
         ".forecasting",
         "Folder of the deployment's local state: training panels (Parquet, under `storage/`), the "
         "landing folder, the embedded database, the date calendar (`calendar.json`) and the default "
-        "MLflow store and artifacts.",
+        "MLflow store and artifacts. FP_STORAGE_URI moves the Parquet files and the calendar elsewhere.",
         "database & storage",
         unset="a relative path is taken from the working directory",
     ),
@@ -134,7 +142,8 @@ VARIABLES: tuple[Variable, ...] = (
         "Pins the first `date` window (ISO date, `YYYY-MM-DD`); older observations belong to it (the "
         "history slice).",
         "calendar & partitions",
-        unset="the calendar is decided by the first data ingested and persisted in `$FP_HOME/calendar.json`",
+        unset="the calendar is decided by the first data ingested and persisted in `$FP_HOME/calendar.json` "
+        "(`<FP_STORAGE_URI>/calendar.json` when that is set)",
     ),
     Variable(
         "FP_PARTITION_END",
@@ -294,6 +303,26 @@ VARIABLES: tuple[Variable, ...] = (
         "GPU",
     ),
     Variable(
+        "FP_TRAINING_DEVICES",
+        "1",
+        "GPUs that one global model's training uses (`global_models`): a count, or `all` for every GPU the "
+        "step's process sees. Several GPUs pay for one large model (many series, long input windows); "
+        "tuning trials, backtests and predictions stay on one GPU each, and the CPU trains in one process. "
+        "A step asking for more GPUs than its node has fails. Give such a step the whole node (a `gpu` "
+        "pool limit of 1 per node, or one step per GPU worker).",
+        "GPU",
+    ),
+    Variable(
+        "FP_TRAINING_STRATEGY",
+        "auto",
+        "Lightning strategy of a training on several GPUs: `auto` (= `ddp_spawn`), `ddp_spawn`, or "
+        "`ddp_spawn_find_unused_parameters_true` for a family whose layers are not all used every step. "
+        "`ddp`, `deepspeed` and `fsdp` are refused: they start each extra process by re-running the command "
+        "line, which inside a step or a worker re-runs the step or the worker; so are `ddp_fork` and "
+        "`ddp_notebook`, which fork a worker that may hold CUDA or threads.",
+        "GPU",
+    ),
+    Variable(
         EXECUTOR_VAR,
         "local",
         "Where steps execute. `local`: the CLI runs each job in its own process and runs launched by "
@@ -326,6 +355,20 @@ VARIABLES: tuple[Variable, ...] = (
         "step runs, so a long step never counts; re-execute the run from failure once a worker is back.",
         "scale-out",
     ),
+    Variable(
+        STORAGE_URI_VAR,
+        "",
+        "Root of the intermediate frames (Parquet) and of the date calendar (`calendar.json` beside "
+        "them), so a step on one host reads what a step on another wrote: an object store "
+        "(`s3://bucket/prefix`; install the `s3` extra), any fsspec URI, a `file:///` URI or a plain "
+        "path (e.g. a shared mount). Credentials come from the object store's own environment "
+        "(`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and `AWS_ENDPOINT_URL_S3` for an S3-compatible "
+        "server such as MinIO), never from this URI, which is refused if it holds a password. With a "
+        "database MLFLOW_TRACKING_URI (no server), new experiments keep their artifacts in "
+        "`<FP_STORAGE_URI>/mlartifacts`.",
+        "scale-out",
+        unset="`$FP_HOME/storage`, the calendar in `$FP_HOME/calendar.json` (one host)",
+    ),
 )
 
 # Variables docker-compose.yml interpolates from the environment or `.env`; the Python code never
@@ -340,13 +383,28 @@ COMPOSE_VARIABLES: tuple[Variable, ...] = (
         unset="required: docker-compose refuses to start without it",
     ),
     Variable(
+        "RABBITMQ_PASSWORD",
+        "",
+        "Password of the `forecasting` RabbitMQ user: the Celery broker of the `worker-cpu` and "
+        "`worker-gpu` services, and the login of RabbitMQ's management UI. docker-compose places it "
+        "verbatim in FP_CELERY_BROKER_URL: the same characters as POSTGRES_PASSWORD.",
+        COMPOSE_SECTION,
+        unset="required: docker-compose refuses to start without it",
+    ),
+    Variable(
         "FP_BIND_ADDRESS",
         "127.0.0.1",
-        "Host address the Dagster UI and the MLflow UI are published on; `0.0.0.0` exposes both, "
-        "unauthenticated, to the network.",
+        "Host address the Dagster UI, the MLflow UI and RabbitMQ's management UI are published on; "
+        "`0.0.0.0` exposes them to the network (the first two unauthenticated).",
         COMPOSE_SECTION,
     ),
     Variable("DAGSTER_WEBSERVER_PORT", "3000", "Host port of the Dagster UI.", COMPOSE_SECTION),
+    Variable(
+        "RABBITMQ_MANAGEMENT_PORT",
+        "15672",
+        "Host port of RabbitMQ's management UI (queues, consumers, waiting steps).",
+        COMPOSE_SECTION,
+    ),
     Variable("MLFLOW_PORT", "5000", "Host port of the MLflow UI and API.", COMPOSE_SECTION),
     Variable(
         "MLFLOW_ALLOWED_HOSTS",
@@ -412,6 +470,8 @@ class Settings:
     statsforecast_n_jobs: int = 1
     gpu_pool_limit: int | None = None
     cuda_precision: str = "16-mixed"
+    training_devices: int = 1  # GPUs of one global model's training; -1: every GPU torch sees
+    training_strategy: str = "auto"
     automation_on: bool = False
     sensor_max_files: int = 200
     source_url: str | None = None
@@ -429,6 +489,8 @@ class Settings:
     # None: the deployment's database (see `celery_result_backend`).
     celery_backend_url: str | None = None
     worker_lost_seconds: float = 60.0
+    # FP_STORAGE_URI: an absolute local path or a URI without a trailing slash; None: FP_HOME.
+    storage_location: str | None = None
 
     @property
     def celery_result_backend(self) -> str | None:
@@ -449,9 +511,22 @@ class Settings:
         return self.home / "mlartifacts"
 
     @property
+    def storage_uri(self) -> str:
+        """Root of the intermediates, a local path or a URI (FP_STORAGE_URI, else FP_HOME/storage)."""
+        return self.storage_location or str(self.home / "storage")
+
+    @property
+    def storage_is_local(self) -> bool:
+        """Whether the intermediates are on a filesystem of this host (maybe a shared mount)."""
+        return "://" not in self.storage_uri  # `file://` URIs were made plain paths when parsed
+
+    @property
     def storage_dir(self) -> Path:
-        """Where the partition-aware IO manager writes Parquet files."""
-        return self.home / "storage"
+        """The intermediates' local folder, for callers that need a `Path`; an object store has
+        none, so asking is a configuration error rather than a path that silently is not shared."""
+        if not self.storage_is_local:
+            raise SettingsError(f"{STORAGE_URI_VAR} is an object store, not a local folder: use storage_uri")
+        return Path(self.storage_uri)
 
     @property
     def landing_dir(self) -> Path:
@@ -469,9 +544,32 @@ class Settings:
         return self.landing_dir / "rejected"
 
     @property
-    def calendar_file(self) -> Path:
-        """The deployment's `date` calendar, fixed by its first data and shared by CLI, UI and daemon."""
-        return self.home / "calendar.json"
+    def calendar_file(self) -> UPath:
+        """The deployment's `date` calendar, fixed by its first data and shared by CLI, UI, daemon and
+        workers: beside the intermediates when FP_STORAGE_URI is set, so workers on other hosts build
+        the same partitions. Local, it is a `pathlib.Path` (upath's `PosixUPath`)."""
+        from upath import UPath  # light; fsspec and any object-store client load on first access
+
+        if self.storage_location is None:
+            return UPath(self.home / "calendar.json")
+        return UPath(self.storage_location) / "calendar.json"
+
+    @property
+    def mlflow_artifact_location(self) -> str | None:
+        """Artifact root of a new MLflow experiment; None lets the tracking server decide.
+
+        No MLFLOW_TRACKING_URI: the SQLite store is this host's alone, so its artifacts stay beside it
+        in FP_HOME (a shared root would not make its runs visible elsewhere). A server: its own
+        `--serve-artifacts` / `--default-artifact-root`. A database store without a server
+        (`postgresql://…`) with FP_STORAGE_URI: `<FP_STORAGE_URI>/mlartifacts`, which every host reads
+        (MLflow's default there is `./mlruns` in each process's working directory).
+        """
+        if self.mlflow_tracking_uri is None:
+            return str(self.mlflow_artifacts_dir)
+        scheme = self.mlflow_tracking_uri.partition(":")[0].partition("+")[0].lower()
+        if scheme in _MLFLOW_DATABASE_SCHEMES and self.storage_location is not None:
+            return f"{self.storage_location}/mlartifacts"
+        return None
 
     @property
     def embedded_db_dir(self) -> Path:
@@ -482,6 +580,37 @@ class Settings:
     def sql_dir(self) -> Path:
         """Ordered DDL migrations for the domain schema."""
         return REPO_ROOT / "sql"
+
+
+def _parse_storage_uri(raw: str) -> str | None:
+    """FP_STORAGE_URI as an absolute local path (a plain path or a `file://` URI) or a URI of a
+    filesystem fsspec knows, without a trailing slash; None when unset or empty."""
+    value = raw.strip()
+    if not value:
+        return None
+    scheme, separator, rest = value.partition("://")
+    if not separator:
+        return str(Path(value).expanduser().resolve())
+    if ":" in rest.partition("/")[0].rpartition("@")[0]:
+        # Resource configuration is shown in the UI and stored with every run: no secrets in it
+        # (nor in this message).
+        raise SettingsError(
+            f"{STORAGE_URI_VAR} holds a password; give the object store's credentials in its own "
+            "environment variables (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) instead"
+        )
+    scheme = scheme.lower()
+    if scheme in ("file", "local"):
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost"):
+            raise SettingsError(f"{STORAGE_URI_VAR}={raw!r}: a file URI names a local path (file:///path)")
+        return str(Path(unquote(parts.path)).resolve())
+    if not rest.strip("/"):
+        raise SettingsError(f"{STORAGE_URI_VAR}={raw!r} names no bucket or folder")
+    from fsspec.registry import known_implementations  # only when a URI is configured
+
+    if scheme not in known_implementations:
+        raise SettingsError(f"{STORAGE_URI_VAR}={raw!r}: fsspec knows no filesystem {scheme!r}")
+    return f"{scheme}://{rest.rstrip('/')}"
 
 
 def _parse_date(name: str, raw: str) -> date:
@@ -548,6 +677,49 @@ def _parse_precision(raw: str) -> str:
     if raw not in _PRECISIONS:
         raise SettingsError(f"FP_PRECISION={raw!r}; expected one of {', '.join(_PRECISIONS)}")
     return raw
+
+
+# Lightning strategies a training on several GPUs may use: those that start their processes with
+# multiprocessing's `spawn`, which works inside a step process, a long-lived worker or a thread.
+TRAINING_STRATEGIES = ("auto", "ddp_spawn", "ddp_spawn_find_unused_parameters_true")
+# Why the other Lightning strategies are refused (by name prefix).
+_REFUSED_STRATEGIES = {
+    "ddp_fork": "it forks the worker process, which Lightning refuses once CUDA is initialised there "
+    "(any earlier GPU fit of a long-lived worker) and which is unsafe in a process with threads",
+    "ddp_notebook": "it forks the worker process, which Lightning refuses once CUDA is initialised there "
+    "(any earlier GPU fit of a long-lived worker) and which is unsafe in a process with threads",
+    "ddp_spawn": "the only spawn variants offered are ddp_spawn and ddp_spawn_find_unused_parameters_true",
+    "ddp": "it starts each extra process by re-running this process's command line, which inside a "
+    "Dagster step or a worker re-runs the step or the worker",
+    "deepspeed": "it starts each extra process by re-running this process's command line, which inside "
+    "a Dagster step or a worker re-runs the step or the worker",
+    "fsdp": "it starts each extra process by re-running this process's command line, which inside a "
+    "Dagster step or a worker re-runs the step or the worker",
+}
+
+
+def _parse_training_devices(raw: str) -> int:
+    value = raw.strip().lower()
+    if value == "all":
+        return -1
+    try:
+        devices = int(value)
+    except ValueError as exc:
+        raise SettingsError(f"FP_TRAINING_DEVICES={raw!r}; expected a positive count or all") from exc
+    if devices <= 0:
+        raise SettingsError(f"FP_TRAINING_DEVICES={raw!r}; expected a positive count or all")
+    return devices
+
+
+def _parse_training_strategy(raw: str) -> str:
+    value = raw.strip().lower()
+    if value in TRAINING_STRATEGIES:
+        return value
+    expected = f"expected one of {', '.join(TRAINING_STRATEGIES)}"
+    for prefix, reason in _REFUSED_STRATEGIES.items():
+        if value.startswith(prefix):
+            raise SettingsError(f"FP_TRAINING_STRATEGY={raw!r} is refused: {reason}; {expected}")
+    raise SettingsError(f"FP_TRAINING_STRATEGY={raw!r}; {expected}")
 
 
 def _parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -628,6 +800,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if env.get("FP_GPU_POOL_LIMIT")
         else None,
         cuda_precision=_parse_precision(_value_or_default(env, "FP_PRECISION")),
+        training_devices=_parse_training_devices(_value_or_default(env, "FP_TRAINING_DEVICES")),
+        training_strategy=_parse_training_strategy(_value_or_default(env, "FP_TRAINING_STRATEGY")),
         mlflow_tracking_uri=env.get(MLFLOW_TRACKING_URI_VAR) or None,
         calendar_history_windows=_parse_non_negative_int(
             "FP_CALENDAR_HISTORY_WINDOWS",
@@ -668,4 +842,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_lost_seconds=_parse_positive_float(
             WORKER_LOST_SECONDS_VAR, _value_or_default(env, WORKER_LOST_SECONDS_VAR)
         ),
+        storage_location=_parse_storage_uri(_value(env, STORAGE_URI_VAR)),
     )

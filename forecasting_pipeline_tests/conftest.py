@@ -37,6 +37,13 @@ for _name in (
     "FP_DQ_MAX_FAILING_FRACTION",
     "FP_FUTURE_TOLERANCE_HOURS",
     "FP_LANDING_DIR",
+    # Scale-out: a developer's own broker, executor or object store never reaches the tests.
+    "FP_EXECUTOR",
+    "FP_CELERY_BROKER_URL",
+    "FP_CELERY_BACKEND_URL",
+    "FP_STORAGE_URI",
+    "FP_TRAINING_DEVICES",
+    "FP_TRAINING_STRATEGY",
 ):
     os.environ.pop(_name, None)
 # In-process tests share one imported set of partitions, so their calendar is pinned (to the

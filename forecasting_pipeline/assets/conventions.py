@@ -19,6 +19,7 @@ import polars as pl
 from dagster import AssetExecutionContext, BackfillPolicy, RetryRequested, asset
 from sqlalchemy import Connection, text
 
+from forecasting_pipeline.execution.queues import GPU_QUEUE
 from forecasting_pipeline.resources.transient_errors import MAX_RETRIES, backoff_seconds, is_transient
 from forecasting_pipeline.storage.lineage import record_run
 
@@ -30,10 +31,17 @@ PARQUET_IO_MANAGER = "parquet_io_manager"
 # default pool limit, or FP_GPU_POOL_LIMIT applied by the CLI), never reset by code.
 GPU_POOL = "gpu"
 # Op tags that route a training step to GPU capacity on a distributed executor: dagster-k8s
-# reads the container limits, a Celery executor the queue.
+# reads the container limits, a Celery executor the queue. The toleration lets the step's pod onto
+# GPU nodes tainted `nvidia.com/gpu`, a taint that keeps every other pod off them (docs/scale-out.md);
+# where no such taint exists it changes nothing.
 GPU_OP_TAGS: dict[str, Any] = {
-    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}},
-    "dagster-celery/queue": "gpu",
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        },
+    },
+    "dagster-celery/queue": GPU_QUEUE,
     "forecasting-pipeline/device": "gpu",
 }
 

@@ -276,7 +276,13 @@ def global_models(
     families = model_catalog.catalog().neural(config.families)
     device = accelerator.resolve_device()
     step = _NeuralStep(
-        context, config, database, model_catalog, mlflow_tracker, accelerator.trainer_kwargs(), device
+        context,
+        config,
+        database,
+        model_catalog,
+        mlflow_tracker,
+        accelerator.trainer_kwargs(distributed=True),  # one long fit per family: worth every GPU
+        device,
     )
     trained: list[dict[str, Any]] = []
     failures: list[str] = []

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, ExecuteInProcessResult, JobExecutionResult, execute_job
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 
 from forecasting_pipeline.automation.jobs import (
     correlation_job,
@@ -22,6 +23,9 @@ from forecasting_pipeline.automation.jobs import (
 from forecasting_pipeline.automation.recovery import launcher_tags
 from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.partitions import series_date_range
+from forecasting_pipeline.settings import load_settings
+
+DEFINITIONS_MODULE = "forecasting_pipeline.definitions"
 
 # Terminal output of in-process runs: compact step lines, or only warnings and errors.
 STEP_LINES = {"progress": {}}
@@ -37,21 +41,49 @@ def run_partition_range(
     run_config: Mapping[str, Any] | None = None,
     show_steps: bool = False,
     assets: Sequence[str] | None = None,
-) -> ExecuteInProcessResult:
-    """One in-process run of `job_name` (or of its `assets`) over the range first_key..last_key."""
+) -> ExecuteInProcessResult | JobExecutionResult:
+    """One run of `job_name` (or of its `assets`) over the range first_key..last_key.
+
+    With FP_EXECUTOR=local the run executes in this process. Otherwise this process coordinates
+    and the job's executor (Celery workers, Kubernetes jobs) executes the steps, which load the
+    job from its module: so the job is passed as reconstructable, not as an object.
+    """
     from dagster import AssetKey
 
     from forecasting_pipeline.definitions import defs
 
     config = dict(run_config or {})
     config.setdefault("loggers", STEP_LINES if show_steps else WARNINGS_ONLY)
-    return defs.resolve_job_def(job_name).execute_in_process(
+    tags = {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key, **launcher_tags()}
+    selection = [AssetKey(name) for name in assets] if assets else None
+    settings = load_settings()
+    if settings.executor == "local":
+        return defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance,
+            tags=tags,
+            run_config=config,
+            asset_selection=selection,
+            raise_on_error=False,  # callers report the failed step instead of a traceback
+        )
+    if settings.executor == "celery":
+        from forecasting_pipeline.execution.celery_steps import require_workers
+
+        require_workers(settings)
+    with execute_job(
+        reconstructable_job(job_name),
         instance=instance,
-        tags={RANGE_START_TAG: first_key, RANGE_END_TAG: last_key, **launcher_tags()},
         run_config=config,
-        asset_selection=[AssetKey(name) for name in assets] if assets else None,
-        raise_on_error=False,  # callers report the failed step instead of a traceback
-    )
+        tags=tags,
+        asset_selection=selection,
+        raise_on_error=False,
+    ) as result:
+        return result
+
+
+def reconstructable_job(job_name: str) -> ReconstructableJob:
+    """`job_name` as a pointer into `forecasting_pipeline.definitions`, which any worker can load."""
+    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs")
+    return repository.get_reconstructable_job(job_name)
 
 
 def ingest_rectangle(

@@ -70,7 +70,9 @@ class MlflowTrackerResource(ConfigurableResource):
         existing = client.get_experiment_by_name(self.experiment)
         if existing is not None:
             return existing.experiment_id
-        location = Path(self.artifact_location).as_uri() if self.artifact_location else None
+        location = self.artifact_location
+        if location and "://" not in location:  # a folder; an object-store root is already a URI
+            location = Path(location).as_uri()
         return client.create_experiment(self.experiment, artifact_location=location)
 
     def start_run(self, *, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> OpenRun:

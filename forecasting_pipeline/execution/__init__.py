@@ -1,0 +1,1 @@
+"""Where steps execute: in the CLI's process, on Celery workers, or as Kubernetes jobs."""
