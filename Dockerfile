@@ -45,6 +45,9 @@ FROM python:3.11-slim AS app
 # (a "+cpu" local version still satisfies the "==" pin).
 ARG TORCH_INDEX_URL=""
 ARG TORCH_VERSION=2.13.0
+# Optional extras of pyproject.toml, comma-separated: `kubernetes` (dagster-k8s, for
+# FP_EXECUTOR=k8s) and `s3` (s3fs, for FP_STORAGE_URI=s3://...), e.g. --build-arg EXTRAS=kubernetes,s3.
+ARG EXTRAS=""
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -68,7 +71,7 @@ RUN if [ -n "${TORCH_INDEX_URL}" ]; then \
 COPY pyproject.toml README.md ./
 RUN mkdir -p forecasting_pipeline \
  && touch forecasting_pipeline/__init__.py \
- && pip install --no-cache-dir -e . \
+ && pip install --no-cache-dir -e ".${EXTRAS:+[${EXTRAS}]}" \
  && rm -rf forecasting_pipeline
 
 # The project itself. The editable install keeps sql/ next to the package, so the

@@ -1102,6 +1102,32 @@ def ui(host: str, port: int, dagster_args: tuple[str, ...]) -> None:
 
 @main.command(
     epilog=examples(
+        "forecasting-pipeline rerun 49888eea-9ee1-43c0-8d43-18d828768cf8",
+    ),
+)
+@click.argument("run_id")
+def rerun(run_id: str) -> None:
+    """Re-execute a failed run from its failure, like the UI's "Re-execute from failure".
+
+    Only the steps that did not succeed run again (a step lost with its worker, one that
+    crashed), over the same partitions and configuration; the others' outputs are reused. The
+    run id is in the error of the command that failed, and on the UI's Runs page.
+    """
+    from forecasting_pipeline.automation.launch import reexecute_from_failure
+    from forecasting_pipeline.operations import require_success
+
+    _deployment()
+    instance = _instance()
+    try:
+        result = reexecute_from_failure(instance, run_id)
+    except ValueError as exc:  # an unknown run, or one that did not fail
+        raise click.UsageError(str(exc)) from exc
+    require_success(result, f"re-execution of run {run_id}")
+    click.secho(f"run {result.run_id} re-executed {run_id} from its failure: succeeded", fg="green")
+
+
+@main.command(
+    epilog=examples(
         "FP_EXECUTOR=celery forecasting-pipeline worker --queue cpu",
         "FP_EXECUTOR=celery forecasting-pipeline worker --queue gpu --gpus 0",
         "forecasting-pipeline worker --queue cpu --concurrency 4 --name cpu-a@%h",

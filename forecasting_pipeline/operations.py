@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, ExecuteInProcessResult, JobExecutionResult
 
 from forecasting_pipeline.bootstrap import Deployment
 from forecasting_pipeline.calendar import DateCalendar, load_calendar, save_calendar
@@ -194,8 +194,12 @@ def _stop_if_interrupted(result: ExecuteInProcessResult, what: str) -> None:
             error = error.cause
 
 
-def _check(result: ExecuteInProcessResult, what: str) -> None:
-    """Turn a failed run into one readable error naming the step, its error and the run."""
+def require_success(result: ExecuteInProcessResult | JobExecutionResult, what: str) -> None:
+    """Turn a failed run into one readable error naming the step, its error and the run.
+
+    A step that failed says why in its failure event; a step lost with its Celery worker has
+    none, and the run's own failure says which step and worker instead.
+    """
     if result.success:
         return
     _stop_if_interrupted(result, what)
@@ -203,6 +207,10 @@ def _check(result: ExecuteInProcessResult, what: str) -> None:
         f"{event.step_key}: {root_cause(event.step_failure_data.error)}"
         for event in result.all_events
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error
+    ] or [
+        root_cause(event.job_failure_data.error)
+        for event in result.all_events
+        if event.is_job_failure and event.job_failure_data and event.job_failure_data.error
     ]
     raise PipelineRunError(
         f"{what} failed in Dagster run {result.run_id}: {'; '.join(failures) or 'see the run in the UI'}"
@@ -421,7 +429,7 @@ def _run_cells(
             )
             run_ids.append(result.run_id)
             try:
-                _check(result, "ingestion")
+                require_success(result, "ingestion")
             except PipelineRunError as exc:
                 failure = failure or exc
             tracker.advance(
@@ -467,7 +475,7 @@ def _version_pending_history(
                 f"history version of window {window}",
                 partial(launch.version_history, instance, window),
             )
-            _check(result, f"history version of window {window}")
+            require_success(result, f"history version of window {window}")
             run_ids.append(result.run_id)
             tracker.advance(1, f"window {window}")
     finally:
@@ -721,11 +729,11 @@ def forecast(
         ),
         progress,
     )
-    _check(correlated, f"correlation study of window {window}")
-    _check(studied, f"features and Granger study of window {window}")
-    _check(trained, f"training for window {window}")
-    _check(forecasted, f"forecasting for window {window}")
-    _check(explained, f"feature effects of window {window}")
+    require_success(correlated, f"correlation study of window {window}")
+    require_success(studied, f"features and Granger study of window {window}")
+    require_success(trained, f"training for window {window}")
+    require_success(forecasted, f"forecasting for window {window}")
+    require_success(explained, f"feature effects of window {window}")
     return ForecastSummary(
         window,
         trained.run_id,
@@ -890,7 +898,7 @@ def backfill(
                 + ("succeeded" if result.success else "FAILED"),
                 "ok" if result.success else "fail",
             )
-            _check(result, f"backfill run of {job_name}")
+            require_success(result, f"backfill run of {job_name}")
             runs.append((job_name, start, end, result.run_id))
     finally:
         tracker.finish()

@@ -683,18 +683,21 @@ def _parse_precision(raw: str) -> str:
 # multiprocessing's `spawn`, which works inside a step process, a long-lived worker or a thread.
 TRAINING_STRATEGIES = ("auto", "ddp_spawn", "ddp_spawn_find_unused_parameters_true")
 # Why the other Lightning strategies are refused (by name prefix).
+_FORKS = (
+    "it forks the worker process, which Lightning refuses once CUDA is initialised there "
+    "(any earlier GPU fit of a long-lived worker) and which is unsafe in a process with threads"
+)
+_RERUNS_COMMAND = (
+    "it starts each extra process by re-running this process's command line, which inside a "
+    "Dagster step or a worker re-runs the step or the worker"
+)
 _REFUSED_STRATEGIES = {
-    "ddp_fork": "it forks the worker process, which Lightning refuses once CUDA is initialised there "
-    "(any earlier GPU fit of a long-lived worker) and which is unsafe in a process with threads",
-    "ddp_notebook": "it forks the worker process, which Lightning refuses once CUDA is initialised there "
-    "(any earlier GPU fit of a long-lived worker) and which is unsafe in a process with threads",
+    "ddp_fork": _FORKS,
+    "ddp_notebook": _FORKS,
     "ddp_spawn": "the only spawn variants offered are ddp_spawn and ddp_spawn_find_unused_parameters_true",
-    "ddp": "it starts each extra process by re-running this process's command line, which inside a "
-    "Dagster step or a worker re-runs the step or the worker",
-    "deepspeed": "it starts each extra process by re-running this process's command line, which inside "
-    "a Dagster step or a worker re-runs the step or the worker",
-    "fsdp": "it starts each extra process by re-running this process's command line, which inside a "
-    "Dagster step or a worker re-runs the step or the worker",
+    "ddp": _RERUNS_COMMAND,
+    "deepspeed": _RERUNS_COMMAND,
+    "fsdp": _RERUNS_COMMAND,
 }
 
 

@@ -80,6 +80,40 @@ def run_partition_range(
         return result
 
 
+def reexecute_from_failure(instance: DagsterInstance, run_id: str) -> JobExecutionResult:
+    """Run again the steps of a failed run that did not succeed (a lost worker's step, a crash),
+    over the same partitions and configuration, reusing the outputs of those that did.
+
+    The same as the UI's "Re-execute from failure", from the command line: the new run is the
+    failed one's child, so lineage and the UI link the two.
+    """
+    from dagster import DagsterRunStatus, ReexecutionOptions
+
+    from forecasting_pipeline.automation.recovery import HOST_TAG, PID_TAG
+
+    parent = instance.get_run_by_id(run_id)
+    if parent is None:
+        raise ValueError(f"no run {run_id} in this deployment's instance")
+    if parent.status != DagsterRunStatus.FAILURE:
+        raise ValueError(f"run {run_id} is {parent.status.value}: only a failed run re-executes from failure")
+    settings = load_settings()
+    if settings.executor == "celery":
+        from forecasting_pipeline.execution.celery_steps import require_workers
+
+        require_workers(settings)
+    # The partitions a run covers are in its tags; who launched it is not carried over.
+    inherited = {k: v for k, v in parent.tags.items() if k not in (HOST_TAG, PID_TAG)}
+    with execute_job(
+        reconstructable_job(parent.job_name),
+        instance=instance,
+        run_config=parent.run_config,
+        tags={**inherited, **launcher_tags()},
+        reexecution_options=ReexecutionOptions.from_failure(run_id, instance),
+        raise_on_error=False,
+    ) as result:
+        return result
+
+
 def reconstructable_job(job_name: str) -> ReconstructableJob:
     """`job_name` as a pointer into `forecasting_pipeline.definitions`, which any worker can load."""
     repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs")

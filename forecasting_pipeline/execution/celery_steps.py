@@ -18,6 +18,11 @@ passwords), never from a run's configuration, which Dagster stores and shows.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -96,9 +101,12 @@ class _WorkerWatch:
         self._asked: dict[str, float] = {}
 
     def lost_worker(self, result: Any) -> str | None:
-        if result.state != "STARTED":
-            return None  # still queued: waiting for a worker is not losing one
-        info = result.info if isinstance(result.info, dict) else {}
+        # One read of state and meta together: read apart, a task that finishes in between
+        # would pair STARTED with the step's result.
+        meta = result.backend.get_task_meta(result.id)
+        info = meta.get("result")
+        if meta.get("status") != "STARTED" or not isinstance(info, dict):
+            return None  # still queued (waiting for a worker is not losing one), or finished
         worker = info.get("hostname")
         if not worker:
             return None
@@ -129,8 +137,17 @@ class _WatchedResult:
     """A step's task result that also becomes ready when its worker is lost; what the Dagster
     execution loop polls once a second."""
 
-    def __init__(self, result: Any, watch: _WorkerWatch, step_key: str, queue: str, lost_after: float):
+    def __init__(
+        self,
+        result: Any,
+        watch: _WorkerWatch,
+        step_key: str,
+        queue: str,
+        lost_after: float,
+        on_lost: Callable[[str], None],
+    ):
         self._result = result
+        self._on_lost = on_lost
         self._watch = watch
         self._step_key = step_key
         self._queue = queue
@@ -147,6 +164,7 @@ class _WatchedResult:
         try:
             if self._lost_worker is not None and not self._result.ready():
                 self._result.revoke()  # never run it later: a re-execution owns the step now
+                self._on_lost(self._step_key)
                 raise WorkerLostError(
                     f"step {self._step_key}: worker {self._lost_worker} stopped answering for "
                     f"{self._lost_after:.0f}s while running it (killed, out of memory or its host "
@@ -172,15 +190,34 @@ class QueuedCeleryExecutor(CeleryExecutor):
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
         watch = _WorkerWatch(make_app(self.app_args()), self._lost_after)
+        lost: list[str] = []
 
         def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> Any:
             with warnings.catch_warnings():
                 # Dagster registers its step task again for every step: the same task, no news.
                 warnings.simplefilter("ignore", DuplicateTaskNameWarning)
                 result = _submit_task(app, context, step, queue, priority, known_state)
-            return _WatchedResult(result, watch, step.key, queue, self._lost_after)
+            return _WatchedResult(result, watch, step.key, queue, self._lost_after, lost.append)
 
-        return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+        try:
+            yield from core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+        except BaseException:
+            # A step's slot in a pool (`gpu`) is given back when its end is handled; a loop that
+            # stopped on an error never handles it, and the next run would wait for that slot.
+            plan_context.instance.event_log_storage.free_concurrency_slots_for_run(plan_context.run_id)
+            raise
+        finally:
+            if lost:
+                # What the lost steps opened stays open: their MLflow runs RUNNING, their Optuna
+                # trials RUNNING. Every other step has ended by now, so all that is still open
+                # under this run is theirs.
+                from forecasting_pipeline.automation.recovery import close_open_records
+
+                closed = close_open_records([plan_context.run_id])
+                plan_context.log.warning(
+                    f"steps {', '.join(lost)} lost with their workers; closed {len(closed.mlflow_runs)} "
+                    f"MLflow runs and {closed.trials} Optuna trials they left running"
+                )
 
 
 @executor(
@@ -195,13 +232,97 @@ def queued_celery_executor(init_context: Any) -> QueuedCeleryExecutor:
 
 
 def worker_app(settings: Settings) -> Any:
-    """The app a worker runs: the coordinators' app with Dagster's step task registered."""
-    from dagster_celery.tasks import create_task
-
+    """The app a worker runs: the coordinators' app, with the step task that runs each step in a
+    process of its own."""
     app = make_app(app_args(settings))
-    # The result of a task is the step's events, already in the event log: log only its size.
-    create_task(app, resultrepr_maxsize=120)
+    register_step_task(app)
     return app
+
+
+def register_step_task(app: Any) -> None:
+    """Dagster's step task under its own name and arguments, but each step in a new process.
+
+    dagster-celery runs a step inside the worker, which loaded the code and the deployment's
+    calendar once, when it started: a worker started before the first data arrived would build
+    other partitions than the run, and every step would leave its memory (and GPU memory) in the
+    worker. `dagster api execute_step`, what Dagster's own multiprocess executor runs per step,
+    loads both fresh, may start processes of its own, and gives everything back when it exits.
+    The process dies with the worker (PR_SET_PDEATHSIG), so a lost worker leaves no step
+    writing behind the coordinator's back.
+    """
+    from dagster import DagsterInstance
+    from dagster._core.events import EngineEventData
+    from dagster._grpc.types import ExecuteStepArgs
+    from dagster._serdes import serialize_value, unpack_value
+    from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
+    from dagster_celery.core_execution_loop import DELEGATE_MARKER
+
+    @app.task(bind=True, name=TASK_EXECUTE_PLAN_NAME, resultrepr_maxsize=120)
+    def execute_step(task: Any, execute_step_args_packed: dict, executable_dict: dict) -> list[str]:
+        del executable_dict  # the step process loads the job from the run's own origin
+        args = unpack_value(execute_step_args_packed, as_type=ExecuteStepArgs)
+        step_keys = ", ".join(args.step_keys_to_execute or [])
+        with DagsterInstance.from_ref(args.instance_ref) as instance:
+            run = instance.get_run_by_id(args.run_id)
+            started = instance.report_engine_event(
+                f"Executing steps {step_keys} in celery worker",
+                run,
+                EngineEventData(
+                    {"step_keys": step_keys, "Celery worker": task.request.hostname},
+                    marker_end=DELEGATE_MARKER,
+                ),
+                QueuedCeleryExecutor,
+                step_key=args.step_keys_to_execute[0] if args.step_keys_to_execute else None,
+            )
+        return [serialize_value(started), *_run_step_process(args, step_keys)]
+
+
+class StepProcessError(RuntimeError):
+    """A step's process ended abnormally (killed, crashed): the step's outcome is unknown."""
+
+
+def _run_step_process(args: Any, step_keys: str) -> list[str]:
+    """Execute the step in `dagster api execute_step`; its events, serialized, as it printed them."""
+    from dagster._core.events import DagsterEvent
+    from dagster._serdes import deserialize_value
+
+    environment = {**os.environ}
+    environment.update({item["name"]: item["value"] for item in args.get_command_env()})
+    command = [sys.executable, "-m", "dagster", "api", "execute_step"]
+    # The step's own output goes to the worker's log; stdout carries the events, one per line.
+    done = subprocess.run(
+        command, env=environment, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_worker
+    )
+    events = []
+    for line in done.stdout.splitlines():
+        try:
+            deserialize_value(line, DagsterEvent)
+        except Exception:  # noqa: S112 - a line the step printed, not an event
+            continue
+        events.append(line)
+    if done.returncode != 0:
+        raise StepProcessError(
+            f"step {step_keys}: its process ended with exit status {done.returncode} "
+            f"({_signal_name(done.returncode)}); the worker's log holds its output"
+        )
+    return events
+
+
+def _signal_name(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return "an error outside the step's code"
+
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _die_with_worker() -> None:
+    """In the step's process, before it runs anything: be killed when the worker dies. Only a
+    call into libc, loaded beforehand: nothing here may take a lock another thread held."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def queues_served(settings: Settings) -> set[str]:

@@ -1,10 +1,11 @@
 """`forecasting-pipeline worker`: one Celery worker serving one queue of steps.
 
-Steps run in threads of the worker's main process (Celery's `threads` pool), not in its
-default prefork children: those are daemonic processes, which may not start processes of their
-own, and a step does (statsforecast's parallel fits, multi-GPU training). The main thread stays
-free meanwhile, so the worker answers the run coordinator's "are you still running it?" while
-a step computes for an hour.
+Each step runs in a process of its own (`dagster api execute_step`, see `register_step_task`),
+started from a thread of the worker's main process (Celery's `threads` pool), not from its
+default prefork children: those are daemonic processes, which may not start processes, and a
+step must (its own, and then statsforecast's parallel fits, multi-GPU training). The main
+thread stays free meanwhile, so the worker answers the run coordinator's "are you still running
+it?" while a step computes for an hour.
 """
 
 from __future__ import annotations
@@ -90,6 +91,4 @@ def run_worker(settings: Settings, plan: WorkerPlan, loglevel: str = "INFO") -> 
     from forecasting_pipeline.execution.celery_steps import worker_app
 
     app = worker_app(settings)
-    import forecasting_pipeline.definitions  # noqa: F401 - loaded once, reused by every step
-
     app.worker_main(plan.argv(loglevel))
