@@ -107,8 +107,9 @@ def _compose_section(compose_file: Path) -> list[str]:
             f"`{compose_file.name}` was not found next to the package when this page was rendered.",
         ]
     lines += [
-        f"The code server, webserver, daemon and Celery workers share this environment (`{COMPOSE_APP_ENVIRONMENT}` in "
-        "`docker-compose.yml`); `${NAME:-value}` takes `NAME` from the environment or `.env`, else "
+        "The code server, webserver, daemon and Celery workers share this environment "
+        f"(`{COMPOSE_APP_ENVIRONMENT}` in `docker-compose.yml`); "
+        "`${NAME:-value}` takes `NAME` from the environment or `.env`, else "
         "`value`. Every other variable above keeps its default inside the containers.",
         "",
         "| variable | value in docker-compose.yml |",

@@ -702,16 +702,13 @@ _REFUSED_STRATEGIES = {
 
 
 def _parse_training_devices(raw: str) -> int:
-    value = raw.strip().lower()
-    if value == "all":
+    """A count of GPUs, or -1 for `all`."""
+    if raw.strip().lower() == "all":
         return -1
     try:
-        devices = int(value)
-    except ValueError as exc:
-        raise SettingsError(f"FP_TRAINING_DEVICES={raw!r}; expected a positive count or all") from exc
-    if devices <= 0:
-        raise SettingsError(f"FP_TRAINING_DEVICES={raw!r}; expected a positive count or all")
-    return devices
+        return _parse_positive_int("FP_TRAINING_DEVICES", raw.strip())
+    except SettingsError:
+        raise SettingsError(f"FP_TRAINING_DEVICES={raw!r}; expected a positive count or all") from None
 
 
 def _parse_training_strategy(raw: str) -> str:

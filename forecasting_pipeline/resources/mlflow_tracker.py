@@ -73,7 +73,15 @@ class MlflowTrackerResource(ConfigurableResource):
         location = self.artifact_location
         if location and "://" not in location:  # a folder; an object-store root is already a URI
             location = Path(location).as_uri()
-        return client.create_experiment(self.experiment, artifact_location=location)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(self.experiment, artifact_location=location)
+        except MlflowException as exc:
+            # Steps on two workers may both find no experiment and create it: one wins.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(self.experiment).experiment_id
 
     def start_run(self, *, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> OpenRun:
         """An MLflow run opened before the work it tracks, holding its parameters and lineage.
