@@ -101,6 +101,10 @@ def one_configuration(series: int, cpu_workers: int, history_weeks: int) -> dict
         from forecasting_pipeline.schemas import SERIES_DIMENSION
 
         deployment = prepare_deployment()
+        # MLflow creates its tables on first use; workers starting together would race to.
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=mlflow_url).search_experiments()
         stack.enter_context(started_workers(["gpu", *["cpu"] * cpu_workers], home))
         instance = DagsterInstance.get()
         landing = deployment.settings.landing_dir
