@@ -23,7 +23,7 @@ from forecasting_pipeline.automation.jobs import (
 from forecasting_pipeline.automation.recovery import launcher_tags
 from forecasting_pipeline.automation.tags import RANGE_END_TAG, RANGE_START_TAG
 from forecasting_pipeline.partitions import series_date_range
-from forecasting_pipeline.settings import load_settings
+from forecasting_pipeline.settings import Settings, load_settings
 
 DEFINITIONS_MODULE = "forecasting_pipeline.definitions"
 
@@ -65,10 +65,7 @@ def run_partition_range(
             asset_selection=selection,
             raise_on_error=False,  # callers report the failed step instead of a traceback
         )
-    if settings.executor == "celery":
-        from forecasting_pipeline.execution.celery_steps import require_workers
-
-        require_workers(settings)
+    _require_capacity(settings)
     with execute_job(
         reconstructable_job(job_name),
         instance=instance,
@@ -96,11 +93,7 @@ def reexecute_from_failure(instance: DagsterInstance, run_id: str) -> JobExecuti
         raise ValueError(f"no run {run_id} in this deployment's instance")
     if parent.status != DagsterRunStatus.FAILURE:
         raise ValueError(f"run {run_id} is {parent.status.value}: only a failed run re-executes from failure")
-    settings = load_settings()
-    if settings.executor == "celery":
-        from forecasting_pipeline.execution.celery_steps import require_workers
-
-        require_workers(settings)
+    _require_capacity(load_settings())
     # The partitions a run covers are in its tags; who launched it is not carried over.
     inherited = {k: v for k, v in parent.tags.items() if k not in (HOST_TAG, PID_TAG)}
     with execute_job(
@@ -112,6 +105,14 @@ def reexecute_from_failure(instance: DagsterInstance, run_id: str) -> JobExecuti
         raise_on_error=False,
     ) as result:
         return result
+
+
+def _require_capacity(settings: Settings) -> None:
+    """With Celery, a worker on every queue before anything is submitted (see `require_workers`)."""
+    if settings.executor == "celery":
+        from forecasting_pipeline.execution.celery_steps import require_workers
+
+        require_workers(settings)
 
 
 def reconstructable_job(job_name: str) -> ReconstructableJob:
