@@ -316,9 +316,13 @@ def test_a_killed_gpu_worker_fails_its_step_and_the_run_reexecutes_from_failure(
     done = run_cli(celery_env, "rerun", run_id, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    (child,) = instance.get_run_records(RunsFilter(tags={"dagster/parent_run_id": run_id}))
-    assert child.dagster_run.status == DagsterRunStatus.SUCCESS
-    assert _step_workers(instance, child.dagster_run.run_id) == {"global_models": replacement}
+    (child,) = [
+        record.dagster_run
+        for record in instance.get_run_records(RunsFilter(job_name="train_models"))
+        if record.dagster_run.parent_run_id == run_id
+    ]
+    assert child.status == DagsterRunStatus.SUCCESS
+    assert _step_workers(instance, child.run_id) == {"global_models": replacement}
     # One new NHITS version with its cost, its loss curve and the re-execution's lineage row.
     assert count_changes(before, table_counts(db_engine)) == {
         "metrics": 1,
