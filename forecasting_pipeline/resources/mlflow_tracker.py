@@ -10,6 +10,7 @@ artifacts are the only copy of a model's weights.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import tempfile
 import time
@@ -64,7 +65,9 @@ class MlflowTrackerResource(ConfigurableResource):
     def _client(self) -> Any:
         from mlflow import MlflowClient  # imported on use: ~1.5 s
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        _create_store_once(self.tracking_uri, client)
+        return client
 
     def _experiment_id(self, client: Any) -> str:
         existing = client.get_experiment_by_name(self.experiment)
@@ -297,6 +300,32 @@ class MlflowTrackerResource(ConfigurableResource):
     def point_alias(self, registered_name: str, version: str, alias: str) -> None:
         """Point `alias` (say `champion`) of a registered model at a version; moves it if set."""
         self._client().set_registered_model_alias(registered_name, alias, version)
+
+
+# Tracking URIs whose store this process has already seen created.
+_CREATED_STORES: set[str] = set()
+
+
+def _create_store_once(tracking_uri: str, client: Any) -> None:
+    """Create a database store's tables under a lock held across processes.
+
+    MLflow creates and migrates a database store's tables the first time a process opens it, with
+    no lock: two steps of one run (local and global models start together) opening a new store
+    both migrate it, and one fails ("table _alembic_tmp_tags already exists"). A SQLite store is
+    a file of this host, so a file lock beside it serialises the first opening; a server or
+    another database is left to MLflow (docs: `mlflow db upgrade` before the first run).
+    """
+    if tracking_uri in _CREATED_STORES or not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.search_experiments(max_results=1)  # opens the store: creates or migrates it
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _CREATED_STORES.add(tracking_uri)
 
 
 def _ensure_registered_model(client: Any, name: str) -> None:
