@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -1098,6 +1099,41 @@ def ui(host: str, port: int, dagster_args: tuple[str, ...]) -> None:
             click.echo(
                 "stopping the Dagster services" + (" and the embedded PostgreSQL" if started_here else "")
             )
+
+
+@main.command(
+    epilog=examples(
+        "forecasting-pipeline metrics",
+        "forecasting-pipeline metrics --host 0.0.0.0 --port 9877   # for a Prometheus on another host",
+        "curl -s http://127.0.0.1:9877/metrics | grep ^fp_dagster_runs",
+    ),
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=9877, show_default=True, type=click.IntRange(0, 65535), help="Port of /metrics."
+)
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics of the pipeline, its data and its models on /metrics.
+
+    Every scrape reads the Dagster instance and the domain tables: runs by job and status,
+    durations, pools, asset freshness and partition states, check results, ingested and
+    quarantined rows, dataset staleness, training cost, forecast accuracy and drift. Metrics,
+    dashboard and alerts: docs/monitoring.md. Runs until Ctrl-C.
+    """
+    from dagster import DagsterInstance
+
+    from forecasting_pipeline.monitoring.exporter import build_registry, serving
+
+    deployment = _deployment()
+    registry = build_registry(deployment.settings, deployment.database_url, DagsterInstance.get())
+    try:
+        with serving(registry, host, port) as bound:
+            click.echo(f"metrics: http://{host}:{bound}/metrics (Ctrl-C stops)")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        click.echo("metrics exporter stopped")
+    except OSError as exc:  # the port is taken, or the interface does not exist
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc}") from exc
 
 
 @main.command(

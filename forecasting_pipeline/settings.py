@@ -71,6 +71,7 @@ SECTIONS = (
     "MLflow",
     "GPU",
     "scale-out",
+    "monitoring",
 )
 # Variables only docker-compose reads (interpolated into docker-compose.yml from `.env`).
 COMPOSE_SECTION = "docker-compose"
@@ -369,6 +370,20 @@ VARIABLES: tuple[Variable, ...] = (
         "scale-out",
         unset="`$FP_HOME/storage`, the calendar in `$FP_HOME/calendar.json` (one host)",
     ),
+    Variable(
+        "FP_STALE_DATA_AFTER_HOURS",
+        "192",
+        "A dataset with no new data for longer than this is stale: `forecasting-pipeline metrics` "
+        "serves it as `fp_dataset_stale_after_seconds` and the `DatasetStale` alert fires. The default "
+        "is the weekly cadence plus a day.",
+        "monitoring",
+    ),
+    Variable(
+        "FP_METRICS_LOOKBACK_HOURS",
+        "168",
+        "Runs that ended within this many hours make the exporter's run and step duration quantiles.",
+        "monitoring",
+    ),
 )
 
 # Variables docker-compose.yml interpolates from the environment or `.env`; the Python code never
@@ -388,6 +403,15 @@ COMPOSE_VARIABLES: tuple[Variable, ...] = (
         "Password of the `forecasting` RabbitMQ user: the Celery broker of the `worker-cpu` and "
         "`worker-gpu` services, and the login of RabbitMQ's management UI. docker-compose places it "
         "verbatim in FP_CELERY_BROKER_URL: the same characters as POSTGRES_PASSWORD.",
+        COMPOSE_SECTION,
+        unset="required: docker-compose refuses to start without it",
+    ),
+    Variable(
+        "GRAFANA_ADMIN_PASSWORD",
+        "",
+        "Password of Grafana's `admin` user (http://127.0.0.1:3001, the monitoring dashboard). Grafana "
+        "reads it when it first creates its database (volume `grafana-data`); change it later with "
+        "`docker-compose exec grafana grafana cli admin reset-admin-password NEW`.",
         COMPOSE_SECTION,
         unset="required: docker-compose refuses to start without it",
     ),
@@ -491,6 +515,8 @@ class Settings:
     worker_lost_seconds: float = 60.0
     # FP_STORAGE_URI: an absolute local path or a URI without a trailing slash; None: FP_HOME.
     storage_location: str | None = None
+    stale_data_after_hours: float = 192.0
+    metrics_lookback_hours: float = 168.0
 
     @property
     def celery_result_backend(self) -> str | None:
@@ -843,4 +869,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             WORKER_LOST_SECONDS_VAR, _value_or_default(env, WORKER_LOST_SECONDS_VAR)
         ),
         storage_location=_parse_storage_uri(_value(env, STORAGE_URI_VAR)),
+        stale_data_after_hours=_parse_positive_float(
+            "FP_STALE_DATA_AFTER_HOURS", _value_or_default(env, "FP_STALE_DATA_AFTER_HOURS")
+        ),
+        metrics_lookback_hours=_parse_positive_float(
+            "FP_METRICS_LOOKBACK_HOURS", _value_or_default(env, "FP_METRICS_LOOKBACK_HOURS")
+        ),
     )

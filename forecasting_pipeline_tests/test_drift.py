@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 from dagster import SkipReason, build_sensor_context
 
@@ -11,6 +10,7 @@ from forecasting_pipeline.automation import launch
 from forecasting_pipeline.automation.drift import accuracy_drift_sensor
 from forecasting_pipeline.definitions import defs
 from forecasting_pipeline.resources.database import DatabaseResource
+from forecasting_pipeline_tests.actuals import land_actuals
 from forecasting_pipeline_tests.conftest import (
     FAMILIES_ONLY_BACKTEST,
     TINY_GLOBAL_MODEL,
@@ -24,7 +24,6 @@ from forecasting_pipeline_tests.conftest import (
 pytestmark = pytest.mark.slow
 WINDOW = "2016-10-30"
 DEGRADED = "BE"
-DRIVERS = pl.Struct({"gen_forecast": pl.Float64, "system_load": pl.Float64, "week_day": pl.Int64})
 
 
 @pytest.fixture(scope="module")
@@ -41,39 +40,9 @@ def scored(deployment, instance, db_engine):
         local_model_config={"families": ["SeasonalNaive", "AutoTheta"]},
         backtest_config=FAMILIES_ONLY_BACKTEST,
     )
-    published = query_frame(
-        db_engine,
-        "SELECT series_id, ds, yhat FROM forecasting.published_forecasts WHERE window_key = :w",
-        w=WINDOW,
+    published = land_actuals(
+        db_engine, deployment.settings.landing_dir, WINDOW, {DEGRADED: 3.0}, "actuals_2016-11-01.csv"
     )
-    drivers = query_frame(
-        db_engine,
-        "SELECT series_id, ts, drivers::text AS drivers FROM forecasting.observations "
-        "WHERE ts >= '2016-10-31'",
-    )
-    actuals = (
-        pl.from_pandas(published)
-        .with_columns(pl.col("ds").cast(pl.Datetime("us")))
-        .with_columns(
-            pl.when(pl.col("series_id") == DEGRADED)
-            .then(pl.col("yhat") * 3)
-            .otherwise(pl.col("yhat"))
-            .alias("y")
-        )
-    )
-    day_before = (
-        pl.from_pandas(drivers)
-        .with_columns(
-            pl.col("ts").cast(pl.Datetime("us")) + pl.duration(days=1),
-            pl.col("drivers").str.json_decode(DRIVERS),
-        )
-        .unnest("drivers")
-        .rename({"ts": "ds"})
-    )
-    landed = actuals.join(day_before, on=["series_id", "ds"], how="left").select(
-        pl.col("series_id").alias("unique_id"), "ds", "y", pl.exclude("series_id", "ds", "y", "yhat")
-    )
-    landed.write_csv(deployment.settings.landing_dir / "actuals_2016-11-01.csv")
     ingested = operations.ingest(instance, deployment, progress=lambda _: None)
     assert ingested.cells == 2
     keys = [f"{WINDOW}|FR", f"{WINDOW}|BE"]

@@ -1,0 +1,133 @@
+"""`forecasting-pipeline metrics`: the collector on an HTTP endpoint for Prometheus.
+
+The asset graph is read once (which assets, how each is partitioned, which checks block), but
+the date dimension is rebuilt from the deployment's calendar whenever the calendar moves: the
+partition counts come from Dagster's status cache, which is keyed by the partitions definition,
+and an exporter holding an outdated one would rebuild that cache from scratch on every scrape
+and fight the UI over it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    MultiPartitionsDefinition,
+    PartitionsDefinition,
+    TimeWindowPartitionsDefinition,
+)
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import Metric
+
+from forecasting_pipeline.calendar import load_calendar
+from forecasting_pipeline.monitoring.collector import PipelineCollector
+from forecasting_pipeline.resources.database import engine_for
+from forecasting_pipeline.settings import Settings
+
+DEFAULT_PORT = 9877
+
+
+@dataclass(frozen=True)
+class AssetGraphShape:
+    """What the exporter needs of the definitions: each asset's partitioning and blocking checks."""
+
+    partitions: Mapping[AssetKey, PartitionsDefinition | None]
+    blocking_checks: Mapping[tuple[str, str], bool]
+
+
+def asset_graph_shape() -> AssetGraphShape:
+    from forecasting_pipeline.definitions import defs  # loads the code location: seconds, once
+
+    graph = defs.resolve_asset_graph()
+    return AssetGraphShape(
+        partitions={node.key: node.partitions_def for node in graph.asset_nodes},
+        blocking_checks={
+            (key.asset_key.to_user_string(), key.name): graph.get_check_spec(key).blocking
+            for key in graph.asset_check_keys
+        },
+    )
+
+
+class CurrentPartitions:
+    """Each asset's partitions definition with the date dimension of the calendar in force."""
+
+    def __init__(self, settings: Settings, shape: AssetGraphShape) -> None:
+        self._settings = settings
+        self._shape = shape
+        self._calendar_json: dict | None = None
+        self._current: Mapping[AssetKey, PartitionsDefinition | None] = {}
+
+    def __call__(self) -> Mapping[AssetKey, PartitionsDefinition | None]:
+        from forecasting_pipeline.partitions import DATE_DIMENSION, build_date_partitions
+
+        calendar = load_calendar(self._settings)
+        if calendar.as_json() != self._calendar_json:
+            dates = build_date_partitions(calendar)
+            self._current = {
+                key: _with_dates(partitions, dates, DATE_DIMENSION)
+                for key, partitions in self._shape.partitions.items()
+            }
+            self._calendar_json = calendar.as_json()
+        return self._current
+
+
+def _with_dates(
+    partitions: PartitionsDefinition | None, dates: TimeWindowPartitionsDefinition, date_dimension: str
+) -> PartitionsDefinition | None:
+    if isinstance(partitions, TimeWindowPartitionsDefinition):
+        return dates
+    if isinstance(partitions, MultiPartitionsDefinition):
+        return MultiPartitionsDefinition(
+            {
+                d.name: dates if d.name == date_dimension else d.partitions_def
+                for d in partitions.partitions_defs
+            }
+        )
+    return partitions
+
+
+class _SerialCollector:
+    """Scrapes one at a time: the quarantine tally is updated in place, and two concurrent
+    scrapes would only double the database work anyway."""
+
+    def __init__(self, collector: PipelineCollector) -> None:
+        self._collector = collector
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        return self._collector.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            return iter(list(self._collector.collect()))
+
+
+def build_registry(settings: Settings, database_url: str, instance: DagsterInstance) -> CollectorRegistry:
+    shape = asset_graph_shape()
+    collector = PipelineCollector(
+        settings,
+        engine_for(database_url),
+        instance,
+        CurrentPartitions(settings, shape),
+        shape.blocking_checks,
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SerialCollector(collector))
+    return registry
+
+
+@contextmanager
+def serving(registry: CollectorRegistry, host: str, port: int) -> Iterator[int]:
+    """Serve `/metrics` until the block ends; yields the port (a free one when `port` is 0)."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
