@@ -48,7 +48,7 @@ UP_TIMEOUT="${UP_TIMEOUT:-900}"
 SMOKE_TIMEOUT="${SMOKE_TIMEOUT:-3600}"
 DEFAULT_PROJECT=forecasting-smoke
 PROJECT="${COMPOSE_PROJECT_NAME:-$DEFAULT_PROJECT}"
-SERVICES=(postgres mlflow rabbitmq code-server webserver daemon worker-cpu worker-gpu)
+SERVICES=(postgres mlflow rabbitmq code-server webserver daemon worker-cpu worker-gpu metrics prometheus grafana)
 LOCATION=forecasting_pipeline
 DATASET_FILE=epf_fr_be.csv
 
@@ -99,15 +99,22 @@ fi
 random_password() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 if [[ ! -f .env ]]; then
   sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(random_password)/" \
-    -e "s/^RABBITMQ_PASSWORD=.*/RABBITMQ_PASSWORD=$(random_password)/" .env.example >.env
+    -e "s/^RABBITMQ_PASSWORD=.*/RABBITMQ_PASSWORD=$(random_password)/" \
+    -e "s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$(random_password)/" .env.example >.env
   chmod 600 .env
-  log "created .env from .env.example with random POSTGRES_PASSWORD and RABBITMQ_PASSWORD"
-elif ! grep -qE '^RABBITMQ_PASSWORD=' .env; then
+  log "created .env from .env.example with random POSTGRES_PASSWORD, RABBITMQ_PASSWORD and GRAFANA_ADMIN_PASSWORD"
+fi
+if ! grep -qE '^RABBITMQ_PASSWORD=' .env; then
   printf 'RABBITMQ_PASSWORD=%s\n' "$(random_password)" >>.env
   log "added a random RABBITMQ_PASSWORD to .env (the Celery broker is new)"
 fi
+if ! grep -qE '^GRAFANA_ADMIN_PASSWORD=' .env; then
+  printf 'GRAFANA_ADMIN_PASSWORD=%s\n' "$(random_password)" >>.env
+  log "added a random GRAFANA_ADMIN_PASSWORD to .env (the monitoring stack is new)"
+fi
 grep -qE '^POSTGRES_PASSWORD=change-me$' .env && die ".env still has the placeholder POSTGRES_PASSWORD"
 grep -qE '^RABBITMQ_PASSWORD=change-me$' .env && die ".env still has the placeholder RABBITMQ_PASSWORD"
+grep -qE '^GRAFANA_ADMIN_PASSWORD=change-me$' .env && die ".env still has the placeholder GRAFANA_ADMIN_PASSWORD"
 
 export FP_AUTOMATION=on
 FP_PRESET=$(setting FP_PRESET fast)
@@ -280,6 +287,17 @@ registry=$(curl -fsS --max-time 30 "$mlflow/api/2.0/mlflow/registered-models/sea
 grep -qE '"name": *"NHITS-hourly"' <<<"$registry" || die "MLflow has no registered model NHITS-hourly"
 log "MLflow registry: $(grep -oE '"name": *"[^"]*-hourly"' <<<"$registry" | sort -u | tr '\n' ' ')"
 
+log "Prometheus: the exporter's target and what it scraped"
+prometheus="http://127.0.0.1:9090"
+scrape_deadline=$((SECONDS + 180))
+until curl -fsS --max-time 10 "$prometheus/api/v1/query?query=fp_rows_ingested_total" | grep -q '"value"'; do
+  ((SECONDS < scrape_deadline)) || die "Prometheus has not scraped fp_rows_ingested_total from the exporter"
+  sleep 15
+done
+log "  $(curl -fsS --max-time 10 "$prometheus/api/v1/query?query=up" | grep -oE '"job":"[^"]*"|"value":\[[^]]*\]' | tr '\n' ' ')"
+log "  rules: $(curl -fsS --max-time 10 "$prometheus/api/v1/rules" | grep -oE '"name":"[A-Za-z]+"' | sort -u | tr '\n' ' ')"
+curl -fsS --max-time 10 "http://127.0.0.1:3001/api/health" >/dev/null || die "Grafana is not answering"
+
 log "CLI inside the image:"
 in_code_server forecasting-pipeline leaderboard
 in_code_server forecasting-pipeline champion history FR
@@ -290,6 +308,8 @@ cat <<EOF
 Where to look:
   Dagster UI      $web   (Runs, Overview → Backfills, Automation, Assets)
   MLflow UI       $mlflow   (experiments; Models: NHITS-hourly and the statistical families)
+  Grafana         http://127.0.0.1:3001   (admin, GRAFANA_ADMIN_PASSWORD: dashboard "forecasting-pipeline")
+  Prometheus      http://127.0.0.1:9090   (Alerts: the rules of deploy/monitoring/alerts.yml)
   SQL             ${compose[*]} exec postgres psql -U forecasting -d forecasting
                   e.g. SELECT * FROM forecasting.published_forecasts LIMIT 5;
   Logs            ${compose[*]} logs -f daemon code-server worker-cpu worker-gpu
