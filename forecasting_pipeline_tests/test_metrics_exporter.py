@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterRunStatus, RunsFilter
+from dagster._daemon.types import DaemonHeartbeat
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
@@ -72,8 +73,8 @@ def deployment_after_demo(fresh_database):
 
 
 @pytest.fixture(scope="module")
-def scraped(deployment_after_demo):
-    """One scrape of the exporter started as a user starts it, on a port the system picks."""
+def exporter_url(deployment_after_demo):
+    """`forecasting-pipeline metrics` started as a user starts it, on a port the system picks."""
     env = deployment_after_demo[2]
     exporter = subprocess.Popen(
         [sys.executable, "-m", "forecasting_pipeline.cli", "metrics", "--port", "0"],
@@ -85,14 +86,22 @@ def scraped(deployment_after_demo):
     try:
         line = exporter.stdout.readline()  # printed once it listens
         match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line)
-        assert match, line + exporter.stdout.read() if exporter.poll() is not None else line
-        with urllib.request.urlopen(match.group(0), timeout=SCRAPE_TIMEOUT) as response:
-            assert response.headers["Content-Type"].startswith("text/plain")
-            body = response.read().decode()
+        assert match, line + (exporter.stdout.read() if exporter.poll() is not None else "")
+        yield match.group(0)
     finally:
         exporter.terminate()
         exporter.wait(timeout=30)
-    return _samples(body)
+
+
+def _scrape(url: str) -> dict[str, dict[frozenset, float]]:
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return _samples(response.read().decode())
+
+
+@pytest.fixture(scope="module")
+def scraped(exporter_url):
+    return _scrape(exporter_url)
 
 
 def _samples(body: str) -> dict[str, dict[frozenset, float]]:
@@ -262,3 +271,27 @@ def _cuda_host() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_a_later_scrape_counts_new_quarantined_rows_and_daemon_heartbeats(
+    scraped, exporter_url, deployment_after_demo
+):
+    home, url, env, engine = deployment_after_demo
+    assert "fp_dagster_daemon_heartbeat_age_seconds" not in scraped  # no daemon ever ran here
+    (home / "landing" / "more_bad_rows.csv").write_text(
+        "unique_id,ds,y\nBE,2016-11-04T00:00:00,oops\nBE,2016-11-04T01:00:00,12\n"
+    )
+    _check(run_cli(env, "ingest"), expect_failure=True)
+    beat = DaemonHeartbeat(time.time() - 600, "SENSOR", "test-daemon", errors=[])
+    _dagster(url).runs.add_daemon_heartbeat(beat)
+
+    later = _scrape(exporter_url)
+    quarantined = query_frame(
+        engine, "SELECT reason, count(*) AS n FROM forecasting.quarantine GROUP BY reason"
+    )
+    assert quarantined.n.sum() > len(BAD_ROWS)
+    served = _by(later["fp_rows_quarantined_total"], "reason")
+    assert served == dict(zip(quarantined.reason, quarantined.n, strict=True))
+    age = later["fp_dagster_daemon_heartbeat_age_seconds"][frozenset({("daemon", "SENSOR")})]
+    assert 600 <= age < 900
+    assert later["fp_dagster_daemon_errors"][frozenset({("daemon", "SENSOR")})] == 0

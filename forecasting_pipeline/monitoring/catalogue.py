@@ -88,6 +88,21 @@ METRICS: tuple[MetricSpec, ...] = (
     _spec(RUNS, "fp_dagster_pool_slots", "gauge", "Slots of a Dagster concurrency pool (its limit).", "pool"),
     _spec(RUNS, "fp_dagster_pool_slots_in_use", "gauge", "Slots of the pool held by running steps.", "pool"),
     _spec(RUNS, "fp_dagster_pool_pending_steps", "gauge", "Steps waiting for a slot of the pool.", "pool"),
+    _spec(
+        RUNS,
+        "fp_dagster_daemon_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since each dagster-daemon loop (SENSOR, SCHEDULER, BACKFILL, QUEUED_RUN_COORDINATOR, "
+        "MONITORING, …) last reported; absent where no daemon ever ran (a CLI-only deployment).",
+        "daemon",
+    ),
+    _spec(
+        RUNS,
+        "fp_dagster_daemon_errors",
+        "gauge",
+        "Errors the daemon loop reported in its newest heartbeat (a sensor or schedule that raises).",
+        "daemon",
+    ),
     # Assets: freshness and partition states.
     _spec(
         ASSETS,

@@ -162,6 +162,10 @@ class PipelineCollector(Collector):
         samples += _quantile_samples(
             "fp_dagster_step_duration_seconds", "step", dagster_state.step_duration_quantiles(conn, since)
         )
+        for beat in dagster_state.daemon_heartbeats(self._instance):
+            labels = {"daemon": beat.daemon}
+            samples.append(Sample("fp_dagster_daemon_heartbeat_age_seconds", labels, now - beat.timestamp))
+            samples.append(Sample("fp_dagster_daemon_errors", labels, beat.errors))
         for pool in dagster_state.pool_use(self._instance):
             labels = {"pool": pool.pool}
             samples += [

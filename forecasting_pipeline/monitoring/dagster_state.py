@@ -135,6 +135,21 @@ def pool_use(instance: DagsterInstance) -> list[PoolUse]:
 
 
 @dataclass(frozen=True)
+class DaemonBeat:
+    daemon: str
+    timestamp: float  # Unix time of its newest heartbeat
+    errors: int
+
+
+def daemon_heartbeats(instance: DagsterInstance) -> list[DaemonBeat]:
+    """The newest heartbeat of every daemon loop that ever ran against the instance."""
+    return [
+        DaemonBeat(daemon, beat.timestamp, len(beat.errors or ()))
+        for daemon, beat in sorted(instance.get_daemon_heartbeats().items())
+    ]
+
+
+@dataclass(frozen=True)
 class AssetState:
     asset: str
     last_materialization: float | None  # Unix time
