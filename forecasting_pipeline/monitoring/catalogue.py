@@ -34,6 +34,8 @@ DATASETS = "datasets"
 MODELS = "models"
 ACCURACY = "accuracy"
 DRIFT = "drift"
+# A tuning, training or backtest: what it was, of which family and frequency group, where it ran.
+FIT_LABELS = ("stage", "model", "freq_group", "device")
 SECTIONS = (RUNS, ASSETS, CHECKS, INGESTION, DATASETS, MODELS, ACCURACY, DRIFT)
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -211,40 +213,28 @@ METRICS: tuple[MetricSpec, ...] = (
         "fp_model_fit_seconds",
         "gauge",
         "Wall time of the newest tuning, training or backtest of a model family on a frequency group.",
-        "stage",
-        "model",
-        "freq_group",
-        "device",
+        *FIT_LABELS,
     ),
     _spec(
         MODELS,
         "fp_model_fit_peak_rss_bytes",
         "gauge",
         "Peak resident memory of that tuning, training or backtest.",
-        "stage",
-        "model",
-        "freq_group",
-        "device",
+        *FIT_LABELS,
     ),
     _spec(
         MODELS,
         "fp_model_fit_gpu_peak_bytes",
         "gauge",
         "Peak accelerator memory of that run (absent on CPU).",
-        "stage",
-        "model",
-        "freq_group",
-        "device",
+        *FIT_LABELS,
     ),
     _spec(
         MODELS,
         "fp_model_fit_series",
         "gauge",
         "Series in that run.",
-        "stage",
-        "model",
-        "freq_group",
-        "device",
+        *FIT_LABELS,
     ),
     # Accuracy of published forecasts, once their actuals arrived.
     _spec(
