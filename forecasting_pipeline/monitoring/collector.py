@@ -12,7 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from dagster import (
@@ -56,20 +56,6 @@ def _quantile_samples(metric: str, label: str, quantiles: Mapping[str, tuple[flo
     ]
 
 
-@dataclass
-class _QuarantineTally:
-    """Running totals of quarantined rows by reason, read incrementally (rows are append-only)."""
-
-    by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    after_id: int = 0
-
-    def update(self, conn: Connection) -> dict[str, int]:
-        added, self.after_id = domain.quarantined_since(conn, self.after_id)
-        for reason, count in added.items():
-            self.by_reason[reason] += count
-        return dict(self.by_reason)
-
-
 class PipelineCollector(Collector):
     """Builds every metric of `catalogue.METRICS` from one pass over the sections."""
 
@@ -86,7 +72,6 @@ class PipelineCollector(Collector):
         self._instance = instance
         self._partitions_by_asset = partitions_by_asset
         self._blocking_checks = blocking_checks
-        self._quarantine = _QuarantineTally()
         self._section_errors: dict[str, int] = dict.fromkeys(catalogue.SECTIONS, 0)
         self._sections: dict[str, Callable[[Connection, float], list[Sample]]] = {
             catalogue.RUNS: self._runs,
@@ -231,7 +216,7 @@ class PipelineCollector(Collector):
         ]
         samples += [
             Sample("fp_rows_quarantined_total", {"reason": reason}, count)
-            for reason, count in sorted(self._quarantine.update(conn).items())
+            for reason, count in domain.quarantine_counts(conn).items()
         ]
         return samples
 

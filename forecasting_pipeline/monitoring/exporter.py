@@ -92,8 +92,8 @@ def _with_dates(
 
 
 class _SerialCollector:
-    """Scrapes one at a time: the quarantine tally is updated in place, and two concurrent
-    scrapes would only double the database work anyway."""
+    """Scrapes one at a time: two concurrent scrapes would double the database work, and the
+    section error counts are updated in place."""
 
     def __init__(self, collector: PipelineCollector) -> None:
         self._collector = collector

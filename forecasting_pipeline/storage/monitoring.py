@@ -2,10 +2,10 @@
 
 Scraped every minute on deployments of 10,000 series, so each query returns a handful of rows
 computed in SQL and touches only small tables, indexed ranges or the newest windows: landed
-files (one row per file), the series dimension, the quarantine rows added since the previous
-scrape, the newest resource records, and the champions' scores of the newest scored windows
-(found by walking the window index, not by scanning the table). Nothing here reads
-observations, predictions or backtest folds.
+files (one row per file), the series dimension, the quarantine totals per reason (kept by the
+statement that quarantines), the newest resource records, and the champions' scores of the
+newest scored windows (found by walking the window index, not by scanning the table). Nothing
+here reads observations, predictions or backtest folds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from forecasting_pipeline.storage.tables import (
     DRIFT_EVENTS,
     FORECAST_ACCURACY,
     LANDED_FILES,
-    QUARANTINE,
+    QUARANTINE_COUNTS,
     RESOURCE_STATS,
     SCHEMA,
     SERIES,
@@ -47,23 +47,10 @@ def landed_file_counts(conn: Connection) -> list[LandedFileCounts]:
     return [LandedFileCounts(status, int(files), int(accepted)) for status, files, accepted in rows]
 
 
-def quarantined_since(conn: Connection, after_id: int) -> tuple[dict[str, int], int]:
-    """Quarantined rows by reason with an id above `after_id`, and the highest id seen.
-
-    Quarantined rows are never deleted or updated, so a caller adding these counts to the ones
-    it holds keeps exact totals while reading only the rows added since its previous call.
-    """
-    rows = conn.execute(
-        text(
-            f"""
-            SELECT reason, count(*), max(quarantine_id)
-            FROM {SCHEMA}.{QUARANTINE} WHERE quarantine_id > :after GROUP BY reason
-            """
-        ),
-        {"after": after_id},
-    ).all()
-    newest = max((int(r[2]) for r in rows), default=after_id)
-    return {reason: int(count) for reason, count, _ in rows}, newest
+def quarantine_counts(conn: Connection) -> dict[str, int]:
+    """Quarantined rows by reason, as kept beside the quarantine by the rows' own statement."""
+    rows = conn.execute(text(f"SELECT reason, rows FROM {SCHEMA}.{QUARANTINE_COUNTS} ORDER BY reason")).all()
+    return {reason: int(count) for reason, count in rows}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from forecasting_pipeline.storage.tables import (
     LANDED_FILES,
     OBSERVATIONS,
     QUARANTINE,
+    QUARANTINE_COUNTS,
     SCHEMA,
     SERIES,
     STAGED_OBSERVATIONS,
@@ -129,12 +130,25 @@ def quarantine_rows(
     )
     copy_into_scratch(conn, "_quarantine_in", f"{SCHEMA}.{QUARANTINE}", frame, QUARANTINE_COLUMNS)
     columns = ", ".join(QUARANTINE_COLUMNS)
+    # The per-reason totals move with the rows (reasons locked in order: concurrent stagings
+    # wait for each other there instead of deadlocking).
     return conn.execute(
         text(
-            f"INSERT INTO {SCHEMA}.{QUARANTINE} ({columns}) SELECT {columns} FROM _quarantine_in "
-            "ON CONFLICT (fingerprint) DO NOTHING"
+            f"""
+            WITH inserted AS (
+                INSERT INTO {SCHEMA}.{QUARANTINE} ({columns}) SELECT {columns} FROM _quarantine_in
+                ON CONFLICT (fingerprint) DO NOTHING
+                RETURNING reason
+            ), counted AS (
+                INSERT INTO {SCHEMA}.{QUARANTINE_COUNTS} (reason, rows)
+                SELECT reason, count(*) FROM inserted GROUP BY reason ORDER BY reason
+                ON CONFLICT (reason) DO UPDATE
+                    SET rows = {QUARANTINE_COUNTS}.rows + EXCLUDED.rows, updated_at = now()
+            )
+            SELECT count(*) FROM inserted
+            """
         )
-    ).rowcount
+    ).scalar_one()
 
 
 def window_sql(calendar: DateCalendar, column: str) -> str:
