@@ -72,6 +72,7 @@ class PipelineCollector(Collector):
         self._instance = instance
         self._partitions_by_asset = partitions_by_asset
         self._blocking_checks = blocking_checks
+        self._asset_states = dagster_state.AssetStateReader()
         self._section_errors: dict[str, int] = dict.fromkeys(catalogue.SECTIONS, 0)
         self._sections: dict[str, Callable[[Connection, float], list[Sample]]] = {
             catalogue.RUNS: self._runs,
@@ -163,7 +164,7 @@ class PipelineCollector(Collector):
     def _assets(self, conn: Connection, now: float) -> list[Sample]:
         partitions = self._partitions_by_asset()
         samples = []
-        for state in dagster_state.asset_states(self._instance, partitions):
+        for state in self._asset_states.read(self._instance, partitions):
             labels = {"asset": state.asset}
             if state.last_materialization is not None:
                 samples.append(

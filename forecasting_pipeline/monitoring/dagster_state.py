@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, PartitionsDefinition
+from dagster._core.storage.event_log.base import AssetEntry
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._core.storage.runs.schema import RunsTable
@@ -156,29 +157,78 @@ class AssetState:
     partitions: dict[str, int]  # materialized, failed, in_progress; empty when unpartitioned
 
 
-def asset_states(
-    instance: DagsterInstance, partitions_by_asset: Mapping[AssetKey, PartitionsDefinition | None]
-) -> list[AssetState]:
+@dataclass(frozen=True)
+class _CountedPartitions:
+    """Partition counts of an asset, and what they were counted from."""
+
+    events: tuple[int | None, ...]  # the asset's newest event ids of each kind
+    partitions_def: PartitionsDefinition
+    counts: dict[str, int]
+
+
+class AssetStateReader:
     """Freshness of every asset (one read of the asset records) and the partition counts of the
-    partitioned ones from Dagster's status cache (updated incrementally, as the UI does)."""
-    records = {
-        r.asset_entry.asset_key: r.asset_entry for r in instance.get_asset_records(list(partitions_by_asset))
-    }
-    states = []
-    for key, partitions_def in sorted(partitions_by_asset.items(), key=lambda item: item[0].to_user_string()):
-        entry = records.get(key)
-        last = entry.last_materialization_record if entry else None
-        counts: dict[str, int] = {}
-        if partitions_def is not None and entry is not None:
-            cache = get_and_update_asset_status_cache_value(instance, key, partitions_def)
-            if cache is not None:
-                counts = {
-                    "materialized": len(cache.deserialize_materialized_partition_subsets(partitions_def)),
-                    "failed": len(cache.deserialize_failed_partition_subsets(partitions_def)),
-                    "in_progress": len(cache.deserialize_in_progress_partition_subsets(partitions_def)),
-                }
-        states.append(AssetState(key.to_user_string(), last.timestamp if last else None, counts))
-    return states
+    partitioned ones from Dagster's status cache (updated incrementally, as the UI does).
+
+    Counting a status cache means bringing it up to date and deserializing every partition
+    subset: seconds at 10,000 series. An asset whose newest events are those it was counted from
+    (and whose partitions definition did not move with the calendar) has the same counts, so
+    those are kept between scrapes; one with partitions in progress is always recounted, since a
+    run that ends without an event for it (canceled, crashed) changes them.
+    """
+
+    def __init__(self) -> None:
+        self._counted: dict[AssetKey, _CountedPartitions] = {}
+
+    def read(
+        self, instance: DagsterInstance, partitions_by_asset: Mapping[AssetKey, PartitionsDefinition | None]
+    ) -> list[AssetState]:
+        records = {
+            r.asset_entry.asset_key: r.asset_entry
+            for r in instance.get_asset_records(list(partitions_by_asset))
+        }
+        states = []
+        for key, partitions_def in sorted(
+            partitions_by_asset.items(), key=lambda item: item[0].to_user_string()
+        ):
+            entry = records.get(key)
+            last = entry.last_materialization_record if entry else None
+            counts: dict[str, int] = {}
+            if partitions_def is not None and entry is not None:
+                counts = self._counts(instance, key, entry, partitions_def)
+            states.append(AssetState(key.to_user_string(), last.timestamp if last else None, counts))
+        return states
+
+    def _counts(
+        self,
+        instance: DagsterInstance,
+        key: AssetKey,
+        entry: AssetEntry,
+        partitions_def: PartitionsDefinition,
+    ) -> dict[str, int]:
+        events = (
+            entry.last_event_storage_id,
+            entry.last_planned_materialization_storage_id,
+            entry.last_failed_to_materialize_storage_id,
+        )
+        known = self._counted.get(key)
+        if (
+            known is not None
+            and known.events == events
+            and known.partitions_def is partitions_def
+            and not known.counts.get("in_progress")
+        ):
+            return known.counts
+        cache = get_and_update_asset_status_cache_value(instance, key, partitions_def)
+        if cache is None:
+            return {}
+        counts = {
+            "materialized": len(cache.deserialize_materialized_partition_subsets(partitions_def)),
+            "failed": len(cache.deserialize_failed_partition_subsets(partitions_def)),
+            "in_progress": len(cache.deserialize_in_progress_partition_subsets(partitions_def)),
+        }
+        self._counted[key] = _CountedPartitions(events, partitions_def, counts)
+        return counts
 
 
 @dataclass(frozen=True)
