@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, PartitionsDefinition
+from dagster._core.instance.types import CachingDynamicPartitionsLoader
 from dagster._core.storage.event_log.base import AssetEntry
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
@@ -187,6 +188,7 @@ class AssetStateReader:
             r.asset_entry.asset_key: r.asset_entry
             for r in instance.get_asset_records(list(partitions_by_asset))
         }
+        series_keys = CachingDynamicPartitionsLoader(instance)  # read once per scrape, not per asset
         states = []
         for key, partitions_def in sorted(
             partitions_by_asset.items(), key=lambda item: item[0].to_user_string()
@@ -195,13 +197,14 @@ class AssetStateReader:
             last = entry.last_materialization_record if entry else None
             counts: dict[str, int] = {}
             if partitions_def is not None and entry is not None:
-                counts = self._counts(instance, key, entry, partitions_def)
+                counts = self._counts(instance, series_keys, key, entry, partitions_def)
             states.append(AssetState(key.to_user_string(), last.timestamp if last else None, counts))
         return states
 
     def _counts(
         self,
         instance: DagsterInstance,
+        series_keys: CachingDynamicPartitionsLoader,
         key: AssetKey,
         entry: AssetEntry,
         partitions_def: PartitionsDefinition,
@@ -219,7 +222,7 @@ class AssetStateReader:
             and not known.counts.get("in_progress")
         ):
             return known.counts
-        cache = get_and_update_asset_status_cache_value(instance, key, partitions_def)
+        cache = get_and_update_asset_status_cache_value(instance, key, partitions_def, series_keys)
         if cache is None:
             return {}
         counts = {

@@ -9,6 +9,7 @@ and fight the UI over it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,13 +24,18 @@ from dagster import (
 )
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
+from sqlalchemy import Engine, create_engine
 
 from forecasting_pipeline.calendar import load_calendar
 from forecasting_pipeline.monitoring.collector import PipelineCollector
-from forecasting_pipeline.resources.database import engine_for
 from forecasting_pipeline.settings import Settings
+from forecasting_pipeline.storage.embedded import with_psycopg2_driver
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9877
+STATEMENT_TIMEOUT_MS = 60_000
+POOL_RECYCLE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,16 @@ class _SerialCollector:
 
 
 def build_registry(settings: Settings, database_url: str, instance: DagsterInstance) -> CollectorRegistry:
+    # Pooled connections for Dagster's storage, as the webserver uses (a scrape otherwise opens
+    # a connection per statement: about a second at 10,000 series), and a statement timeout, so
+    # a query stuck behind a lock fails its section instead of holding every later scrape.
+    instance.optimize_for_webserver(
+        statement_timeout=STATEMENT_TIMEOUT_MS, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=4
+    )
     shape = asset_graph_shape()
     collector = PipelineCollector(
         settings,
-        engine_for(database_url),
+        _exporter_engine(database_url),
         instance,
         CurrentPartitions(settings, shape),
         shape.blocking_checks,
@@ -121,10 +133,35 @@ def build_registry(settings: Settings, database_url: str, instance: DagsterInsta
     return registry
 
 
+def _exporter_engine(database_url: str) -> Engine:
+    """The exporter's own pool for the domain queries, without JIT: PostgreSQL's estimate for the
+    stale-partition probe (one index probe per changed cell and asset) passes every JIT
+    threshold at 10,000 series, and compiling it cost half a second a scrape for nothing."""
+    return create_engine(
+        with_psycopg2_driver(database_url),
+        pool_pre_ping=True,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        connect_args={"options": f"-c jit=off -c statement_timeout={STATEMENT_TIMEOUT_MS}"},
+    )
+
+
+def _collect_once(registry: CollectorRegistry) -> None:
+    try:
+        list(registry.collect())  # through _SerialCollector: a scrape meanwhile waits for it
+    except Exception:  # the sections log their own errors; a warm-up failure is not fatal
+        log.exception("first collection failed")
+
+
 @contextmanager
 def serving(registry: CollectorRegistry, host: str, port: int) -> Iterator[int]:
-    """Serve `/metrics` until the block ends; yields the port (a free one when `port` is 0)."""
+    """Serve `/metrics` until the block ends; yields the port (a free one when `port` is 0).
+
+    A first collection starts at once in the background: it brings Dagster's asset status
+    caches up to date (half a minute at 10,000 series after a restart), so Prometheus' first
+    scrape waits for it instead of timing out on it.
+    """
     server, thread = start_http_server(port, addr=host, registry=registry)
+    threading.Thread(target=_collect_once, args=(registry,), name="metrics-warm-up", daemon=True).start()
     try:
         yield server.server_address[1]
     finally:

@@ -93,14 +93,18 @@ def stale_partition_counts(conn: Connection, assets: dict[str, str]) -> dict[str
             WITH changed AS (
                 SELECT c.window_key, s.partition_key AS series_key, c.queued_at
                 FROM {SCHEMA}.{CASCADE_QUEUE} c JOIN {SCHEMA}.{SERIES} s ON s.series_id = c.series_id
+            ), assets AS (
+                SELECT * FROM unnest(CAST(:assets AS text[]), CAST(:kinds AS text[])) AS a(asset_key, kind)
             ), candidates AS (
+                -- a cell is its own partition (the queue holds each once): no grouping to spill
+                SELECT a.asset_key, changed.window_key || '|' || changed.series_key AS partition,
+                       changed.queued_at AS changed_at
+                FROM changed CROSS JOIN assets a WHERE a.kind = 'cell'
+                UNION ALL
                 SELECT a.asset_key,
-                       CASE a.kind WHEN 'cell' THEN changed.window_key || '|' || changed.series_key
-                                   WHEN 'window' THEN changed.window_key
-                                   ELSE changed.series_key END AS partition,
-                       max(changed.queued_at) AS changed_at
-                FROM changed
-                CROSS JOIN unnest(CAST(:assets AS text[]), CAST(:kinds AS text[])) AS a(asset_key, kind)
+                       CASE a.kind WHEN 'window' THEN changed.window_key ELSE changed.series_key END,
+                       max(changed.queued_at)
+                FROM changed CROSS JOIN assets a WHERE a.kind <> 'cell'
                 GROUP BY 1, 2
             )
             SELECT c.asset_key, count(*) FILTER (WHERE m.ts < c.changed_at)
