@@ -295,3 +295,25 @@ def test_a_later_scrape_counts_new_quarantined_rows_and_daemon_heartbeats(
     age = later["fp_dagster_daemon_heartbeat_age_seconds"][frozenset({("daemon", "SENSOR")})]
     assert 600 <= age < 900
     assert later["fp_dagster_daemon_errors"][frozenset({("daemon", "SENSOR")})] == 0
+
+
+def test_a_failing_section_is_left_out_and_counted_while_the_others_are_served(
+    scraped, exporter_url, deployment_after_demo
+):
+    engine = deployment_after_demo[3]
+    with engine.begin() as conn:  # as a database not migrated to the drift tables would be
+        conn.exec_driver_sql("ALTER TABLE forecasting.drift_events RENAME TO drift_events_away")
+    try:
+        broken = _scrape(exporter_url)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE forecasting.drift_events_away RENAME TO drift_events")
+    errors = _by(broken["fp_exporter_section_errors_total"], "section")
+    assert errors["drift"] >= 1 and {s for s, n in errors.items() if n} == {"drift"}
+    assert "fp_drift_events_total" not in broken and "fp_drift_flagged_series" not in broken
+    assert broken["fp_rows_ingested_total"] == scraped["fp_rows_ingested_total"]
+    assert _by(broken["fp_dagster_runs_total"], "job", status="SUCCESS") == _by(
+        scraped["fp_dagster_runs_total"], "job", status="SUCCESS"
+    )
+    healed = _scrape(exporter_url)
+    assert healed["fp_drift_events_total"][frozenset()] == 0

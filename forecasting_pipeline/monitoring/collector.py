@@ -193,13 +193,10 @@ class PipelineCollector(Collector):
             blocking = self._blocking_checks.get((outcome.asset, outcome.check), False)
             labels = {"asset": outcome.asset, "check": outcome.check, "blocking": str(blocking).lower()}
             samples.append(Sample("fp_asset_check_passed", labels, outcome.passed))
-            samples.append(
-                Sample(
-                    "fp_asset_check_last_evaluation_timestamp_seconds",
-                    labels,
-                    outcome.evaluated_at.timestamp(),
+            if outcome.evaluated_at is not None:
+                samples.append(
+                    Sample("fp_asset_check_last_evaluation_timestamp_seconds", labels, outcome.evaluated_at)
                 )
-            )
         return samples
 
     def _ingestion(self, conn: Connection, now: float) -> list[Sample]:

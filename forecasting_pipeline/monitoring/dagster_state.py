@@ -239,7 +239,7 @@ class CheckOutcome:
     asset: str
     check: str
     passed: bool
-    evaluated_at: datetime
+    evaluated_at: float | None  # Unix time
 
 
 def latest_check_outcomes(conn: Connection) -> list[CheckOutcome]:
@@ -253,14 +253,15 @@ def latest_check_outcomes(conn: Connection) -> list[CheckOutcome]:
         .order_by(checks.asset_key, checks.check_name, checks.id.desc())
         .distinct(checks.asset_key, checks.check_name)
     ).all()
+    evaluated = utc_timestamp(row[3] for row in rows)
     return [
         CheckOutcome(
             AssetKey.from_db_string(asset_key).to_user_string(),  # type: ignore[union-attr]
             name,
             status == "SUCCEEDED",
-            evaluated_at.replace(tzinfo=UTC) if evaluated_at.tzinfo is None else evaluated_at,
+            when,
         )
-        for asset_key, name, status, evaluated_at in rows
+        for (asset_key, name, status, _), when in zip(rows, evaluated, strict=True)
     ]
 
 

@@ -27,14 +27,16 @@ from prometheus_client.core import Metric
 from sqlalchemy import Engine, create_engine
 
 from forecasting_pipeline.calendar import load_calendar
+from forecasting_pipeline.dagster_services import UI_STATEMENT_TIMEOUT_MS
 from forecasting_pipeline.monitoring.collector import PipelineCollector
 from forecasting_pipeline.settings import Settings
 from forecasting_pipeline.storage.embedded import with_psycopg2_driver
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9877
-STATEMENT_TIMEOUT_MS = 60_000
+# The webserver's, as `forecasting-pipeline ui` starts it: a first status-cache build over a
+# year of partitions takes tens of seconds; a query stuck longer behind a lock fails its section.
+STATEMENT_TIMEOUT_MS = UI_STATEMENT_TIMEOUT_MS
 POOL_RECYCLE_SECONDS = 3600
 
 
@@ -115,8 +117,7 @@ class _SerialCollector:
 
 def build_registry(settings: Settings, database_url: str, instance: DagsterInstance) -> CollectorRegistry:
     # Pooled connections for Dagster's storage, as the webserver uses (a scrape otherwise opens
-    # a connection per statement: about a second at 10,000 series), and a statement timeout, so
-    # a query stuck behind a lock fails its section instead of holding every later scrape.
+    # a connection per statement: about a second at 10,000 series), and its statement timeout.
     instance.optimize_for_webserver(
         statement_timeout=STATEMENT_TIMEOUT_MS, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=4
     )
