@@ -9,6 +9,7 @@ scrape and counts in `fp_exporter_section_errors_total`, while the rest are stil
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -73,6 +74,7 @@ class PipelineCollector(Collector):
         self._partitions_by_asset = partitions_by_asset
         self._blocking_checks = blocking_checks
         self._asset_states = dagster_state.AssetStateReader()
+        self._lock = threading.Lock()
         self._section_errors: dict[str, int] = dict.fromkeys(catalogue.SECTIONS, 0)
         self._sections: dict[str, Callable[[Connection, float], list[Sample]]] = {
             catalogue.RUNS: self._runs,
@@ -90,6 +92,13 @@ class PipelineCollector(Collector):
         return [_family(spec) for spec in METRICS]
 
     def collect(self) -> Iterator[Metric]:
+        # One scrape at a time: two at once would double the database work, and the section
+        # error counts are updated in place. The families are built before the first is yielded.
+        with self._lock:
+            families = self._families()
+        yield from families
+
+    def _families(self) -> list[Metric]:
         now = time.time()
         samples: list[Sample] = []
         for section, compute in self._sections.items():
@@ -110,13 +119,15 @@ class PipelineCollector(Collector):
         by_metric: dict[str, list[Sample]] = defaultdict(list)
         for sample in samples:
             by_metric[sample.metric].append(sample)
+        families = []
         for spec in METRICS:
             family = _family(spec)
             for sample in by_metric.pop(spec.name, []):
                 family.add_metric([sample.labels[label] for label in spec.labels], sample.value)
-            yield family
+            families.append(family)
         if by_metric:  # a section produced a metric the catalogue does not declare
             raise RuntimeError(f"undeclared metrics: {sorted(by_metric)}")
+        return families
 
     # Sections: each returns its samples, computed from one connection.
 

@@ -23,14 +23,12 @@ from dagster import (
     TimeWindowPartitionsDefinition,
 )
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import Metric
-from sqlalchemy import Engine, create_engine
 
 from forecasting_pipeline.calendar import load_calendar
 from forecasting_pipeline.dagster_services import UI_STATEMENT_TIMEOUT_MS
 from forecasting_pipeline.monitoring.collector import PipelineCollector
+from forecasting_pipeline.resources.database import engine_for
 from forecasting_pipeline.settings import Settings
-from forecasting_pipeline.storage.embedded import with_psycopg2_driver
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +97,6 @@ def _with_dates(
     return partitions
 
 
-class _SerialCollector:
-    """Scrapes one at a time: two concurrent scrapes would double the database work, and the
-    section error counts are updated in place."""
-
-    def __init__(self, collector: PipelineCollector) -> None:
-        self._collector = collector
-        self._lock = threading.Lock()
-
-    def describe(self) -> list[Metric]:
-        return self._collector.describe()
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            return iter(list(self._collector.collect()))
-
-
 def build_registry(settings: Settings, database_url: str, instance: DagsterInstance) -> CollectorRegistry:
     # Pooled connections for Dagster's storage, as the webserver uses (a scrape otherwise opens
     # a connection per statement: about a second at 10,000 series), and its statement timeout.
@@ -124,31 +106,19 @@ def build_registry(settings: Settings, database_url: str, instance: DagsterInsta
     shape = asset_graph_shape()
     collector = PipelineCollector(
         settings,
-        _exporter_engine(database_url),
+        engine_for(database_url),
         instance,
         CurrentPartitions(settings, shape),
         shape.blocking_checks,
     )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SerialCollector(collector))
+    registry.register(collector)
     return registry
-
-
-def _exporter_engine(database_url: str) -> Engine:
-    """The exporter's own pool for the domain queries, without JIT: PostgreSQL's estimate for the
-    stale-partition probe (one index probe per changed cell and asset) passes every JIT
-    threshold at 10,000 series, and compiling it cost half a second a scrape for nothing."""
-    return create_engine(
-        with_psycopg2_driver(database_url),
-        pool_pre_ping=True,
-        pool_recycle=POOL_RECYCLE_SECONDS,
-        connect_args={"options": f"-c jit=off -c statement_timeout={STATEMENT_TIMEOUT_MS}"},
-    )
 
 
 def _collect_once(registry: CollectorRegistry) -> None:
     try:
-        list(registry.collect())  # through _SerialCollector: a scrape meanwhile waits for it
+        list(registry.collect())  # a scrape meanwhile waits for it (one collection at a time)
     except Exception:  # the sections log their own errors; a warm-up failure is not fatal
         log.exception("first collection failed")
 
